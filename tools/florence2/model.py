@@ -1,0 +1,439 @@
+"""Florence-2 written for ``torch.jit.script``, with an incremental-decoding interface.
+
+Parameter names equal transformers' native layout (``model.vision_tower.*``,
+``model.multi_modal_projector.*``, ``model.language_model.*``, ``lm_head.weight``), so a
+``florence-community/Florence-2-*`` state dict loads as is and an original
+``microsoft/Florence-2-*`` one after the renames in ``weights.py``.
+
+The exported methods (shapes in docs/ARCHITECTURE.md, "Model interface"):
+
+* ``image_features(pixel_values)``            -> [B, N_img, d]
+* ``encode(image_features, input_ids, attention_mask)`` -> [B, N_img + T, d]
+* ``cross_kv(encoder_hidden)``                -> (K, V), each [L_dec, B, H, S_enc, hd]
+* ``decode_step(ids, positions, self_k, self_v, cross_k, cross_v, cross_mask)`` -> logits [B, V]
+  (writes the new self-attention K/V into the caller's ``self_k``/``self_v`` in place)
+
+Everything a request owns (its cross K/V, its self-attention cache) lives in
+tensors the caller allocates; the module holds only weights.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import Florence2Arch
+
+
+# ----------------------------------------------------------------------------- vision tower
+
+
+class ConvEmbed(nn.Module):
+    """Strided conv patch embedding; LayerNorm over channels before (pre_norm) or after it."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, padding: int, pre_norm: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size=kernel, stride=stride, padding=padding)
+        self.norm = nn.LayerNorm(in_ch if pre_norm else out_ch)
+        self.pre_norm = pre_norm
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, C, H, W]
+        if self.pre_norm:
+            x = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        x = self.conv(x)
+        if not self.pre_norm:
+            x = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return x
+
+
+class VisionMLP(nn.Module):
+    def __init__(self, dim: int, ratio: float):
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside non-overlapping ``window`` x ``window`` windows."""
+
+    def __init__(self, dim: int, heads: int, window: int, qkv_bias: bool):
+        super().__init__()
+        self.heads = heads
+        self.window = window
+        self.scale = (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, H, W, C] -> [B, H*W, C]
+        b, h, w, c = x.shape
+        ws = self.window
+        pad_b = (ws - h % ws) % ws
+        pad_r = (ws - w % ws) % ws
+        x = F.pad(x, [0, 0, 0, pad_r, 0, pad_b])
+        hp = h + pad_b
+        wp = w + pad_r
+        nh = hp // ws
+        nw = wp // ws
+        win = x.view(b, nh, ws, nw, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b * nh * nw, ws * ws, c)
+        qkv = self.qkv(win).reshape(b * nh * nw, ws * ws, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], scale=self.scale)
+        out = self.proj(out.transpose(1, 2).reshape(b * nh * nw, ws * ws, c))
+        out = out.view(b, nh, nw, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)
+        return out[:, :h, :w, :].reshape(b, h * w, c)
+
+
+class ChannelAttention(nn.Module):
+    """DaViT channel-group attention: a (C/G x C/G) attention between channels, scaled by tokens^-0.5."""
+
+    def __init__(self, dim: int, groups: int, qkv_bias: bool):
+        super().__init__()
+        self.groups = groups
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, N, C]
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.groups, c // self.groups).permute(2, 0, 3, 4, 1)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # [B, G, C/G, N]
+        attn = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * (float(n) ** -0.5), dim=-1)
+        out = torch.matmul(attn, v)  # [B, G, C/G, N]
+        return self.proj(out.permute(0, 3, 1, 2).reshape(b, n, c))
+
+
+class SpatialBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, window: int, mlp_ratio: float, qkv_bias: bool):
+        super().__init__()
+        self.conv1 = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.window_attn = WindowAttention(dim, heads, window, qkv_bias)
+        self.conv2 = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ffn = VisionMLP(dim, mlp_ratio)
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, C, H, W]
+        b, c, h, w = x.shape
+        x = self.conv1(x) + x
+        t = x.flatten(2).transpose(1, 2)
+        t = t + self.window_attn(self.norm1(t).view(b, h, w, c))
+        x = t.transpose(1, 2).reshape(b, c, h, w)
+        x = self.conv2(x) + x
+        t = x.flatten(2).transpose(1, 2)
+        t = t + self.ffn(self.norm2(t))
+        return t.transpose(1, 2).reshape(b, c, h, w)
+
+
+class ChannelBlock(nn.Module):
+    def __init__(self, dim: int, groups: int, mlp_ratio: float, qkv_bias: bool):
+        super().__init__()
+        self.conv1 = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.channel_attn = ChannelAttention(dim, groups, qkv_bias)
+        self.conv2 = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ffn = VisionMLP(dim, mlp_ratio)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        x = self.conv1(x) + x
+        t = x.flatten(2).transpose(1, 2)
+        t = t + self.channel_attn(self.norm1(t))
+        x = t.transpose(1, 2).reshape(b, c, h, w)
+        x = self.conv2(x) + x
+        t = x.flatten(2).transpose(1, 2)
+        t = t + self.ffn(self.norm2(t))
+        return t.transpose(1, 2).reshape(b, c, h, w)
+
+
+class DualBlock(nn.Module):
+    def __init__(self, arch: Florence2Arch, stage: int):
+        super().__init__()
+        dim = arch.embed_dim[stage]
+        self.spatial_block = SpatialBlock(dim, arch.num_heads[stage], arch.window_size, arch.mlp_ratio, arch.qkv_bias)
+        self.channel_block = ChannelBlock(dim, arch.num_groups[stage], arch.mlp_ratio, arch.qkv_bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.channel_block(self.spatial_block(x))
+
+
+class VisionTower(nn.Module):
+    """DaViT without its classification head: pixels [B,3,H,W] -> stage-3 map [B, C4, H/32, W/32]."""
+
+    def __init__(self, arch: Florence2Arch):
+        super().__init__()
+        convs = []
+        blocks = []
+        for s in range(len(arch.embed_dim)):
+            in_ch = arch.in_channels if s == 0 else arch.embed_dim[s - 1]
+            convs.append(ConvEmbed(in_ch, arch.embed_dim[s], arch.patch_size[s], arch.patch_stride[s],
+                                   arch.patch_padding[s], arch.patch_prenorm[s]))
+            blocks.append(nn.ModuleList([DualBlock(arch, s) for _ in range(arch.depths[s])]))
+        self.convs = nn.ModuleList(convs)
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv, stage in zip(self.convs, self.blocks):
+            x = conv(x)
+            for block in stage:
+                x = block(x)
+        return x
+
+
+class PositionEmbedding2D(nn.Module):
+    def __init__(self, max_pos: int, dim: int):
+        super().__init__()
+        self.row_embeddings = nn.Embedding(max_pos, dim // 2)
+        self.column_embeddings = nn.Embedding(max_pos, dim - dim // 2)
+
+    def forward(self, h: int, w: int) -> Tensor:  # -> [H, W, C], column half first
+        dev = self.row_embeddings.weight.device
+        cols = self.column_embeddings(torch.arange(w, device=dev))
+        rows = self.row_embeddings(torch.arange(h, device=dev))
+        return torch.cat([cols.unsqueeze(0).expand(h, w, cols.shape[-1]),
+                          rows.unsqueeze(1).expand(h, w, rows.shape[-1])], dim=-1)
+
+
+class TemporalEmbedding(nn.Module):
+    """Fixed sinusoid table; a single image uses row 0 (sin 0 / cos 0 interleaved)."""
+
+    def __init__(self, max_len: int, dim: int):
+        super().__init__()
+        half = dim // 2
+        freq = torch.exp(torch.arange(half, dtype=torch.int64).float() * -(math.log(10000) / half))
+        angles = torch.arange(max_len, dtype=torch.float).unsqueeze(1) * freq.unsqueeze(0)
+        table = torch.empty(max_len, dim)
+        table[:, 0::2] = torch.sin(angles)
+        table[:, 1::2] = torch.cos(angles)
+        self.register_buffer("pos_idx_to_embed", table)
+
+    def forward(self, frames: int) -> Tensor:
+        return self.pos_idx_to_embed[:frames]
+
+
+class Projector(nn.Module):
+    """Stage-3 map -> [global mean token, H*W tokens] -> Linear (no bias) -> LayerNorm."""
+
+    def __init__(self, arch: Florence2Arch):
+        super().__init__()
+        c4 = arch.embed_dim[-1]
+        self.image_projection = nn.Linear(c4, arch.d_model, bias=False)
+        self.image_proj_norm = nn.LayerNorm(arch.d_model)
+        self.image_position_embed = PositionEmbedding2D(arch.max_pos_2d, c4)
+        self.visual_temporal_embed = TemporalEmbedding(arch.max_temporal_embeddings, c4)
+
+    def forward(self, fmap: Tensor) -> Tensor:
+        b, c, h, w = fmap.shape
+        tokens = (fmap.permute(0, 2, 3, 1) + self.image_position_embed(h, w).to(fmap.dtype)).reshape(b, h * w, c)
+        tokens = tokens + self.visual_temporal_embed(1).to(tokens.dtype).unsqueeze(0)
+        pooled = tokens.mean(dim=1, keepdim=True)
+        return self.image_proj_norm(self.image_projection(torch.cat([pooled, tokens], dim=1)))
+
+
+# ----------------------------------------------------------------------------- BART
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.scale = self.head_dim ** -0.5
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def split(self, x: Tensor) -> Tensor:  # [B, S, d] -> [B, H, S, hd]
+        return x.view(x.shape[0], x.shape[1], self.heads, self.head_dim).transpose(1, 2)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        """q [B,H,Sq,hd], k/v [B,H,Sk,hd], mask bool broadcastable to [B,H,Sq,Sk] (True = attend)."""
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        return self.out_proj(out.transpose(1, 2).reshape(q.shape[0], q.shape[2], self.heads * self.head_dim))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.attend(self.split(self.q_proj(x)), self.split(self.k_proj(x)), self.split(self.v_proj(x)), mask)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, d: int, heads: int, ffn: int):
+        super().__init__()
+        self.self_attn = Attention(d, heads)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, ffn)
+        self.fc2 = nn.Linear(ffn, d)
+        self.final_layer_norm = nn.LayerNorm(d)
+
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        h = self.self_attn_layer_norm(h + self.self_attn(h, mask))
+        h = self.final_layer_norm(h + self.fc2(F.gelu(self.fc1(h))))
+        if h.dtype == torch.float16:
+            # transformers' BART clamps non-finite fp16 activations the same way.
+            if not bool(torch.isfinite(h).all()):
+                limit = 65504.0 - 1000.0  # finfo(float16).max - 1000
+                h = torch.clamp(h, min=-limit, max=limit)
+        return h
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, d: int, heads: int, ffn: int):
+        super().__init__()
+        self.self_attn = Attention(d, heads)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        self.encoder_attn = Attention(d, heads)
+        self.encoder_attn_layer_norm = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, ffn)
+        self.fc2 = nn.Linear(ffn, d)
+        self.final_layer_norm = nn.LayerNorm(d)
+
+
+class Encoder(nn.Module):
+    def __init__(self, arch: Florence2Arch):
+        super().__init__()
+        self.embed_positions = nn.Embedding(arch.max_position_embeddings + 2, arch.d_model)
+        self.layernorm_embedding = nn.LayerNorm(arch.d_model)
+        self.layers = nn.ModuleList([EncoderLayer(arch.d_model, arch.encoder_attention_heads, arch.encoder_ffn_dim)
+                                     for _ in range(arch.encoder_layers)])
+
+
+class Decoder(nn.Module):
+    def __init__(self, arch: Florence2Arch):
+        super().__init__()
+        self.embed_positions = nn.Embedding(arch.max_position_embeddings + 2, arch.d_model)
+        self.layernorm_embedding = nn.LayerNorm(arch.d_model)
+        self.layers = nn.ModuleList([DecoderLayer(arch.d_model, arch.decoder_attention_heads, arch.decoder_ffn_dim)
+                                     for _ in range(arch.decoder_layers)])
+
+
+class LanguageModel(nn.Module):
+    def __init__(self, arch: Florence2Arch):
+        super().__init__()
+        self.shared = nn.Embedding(arch.vocab_size, arch.d_model)
+        self.encoder = Encoder(arch)
+        self.decoder = Decoder(arch)
+
+
+class Florence2Core(nn.Module):
+    def __init__(self, arch: Florence2Arch):
+        super().__init__()
+        self.vision_tower = VisionTower(arch)
+        self.multi_modal_projector = Projector(arch)
+        self.language_model = LanguageModel(arch)
+
+
+class Florence2ForServing(nn.Module):
+    """The scripted artefact. Holds weights only; every per-request tensor is owned by the caller."""
+
+    def __init__(self, arch: Florence2Arch):
+        super().__init__()
+        self.model = Florence2Core(arch)
+        self.lm_head = nn.Linear(arch.d_model, arch.vocab_size, bias=False)
+        self.lm_head.weight = self.model.language_model.shared.weight
+        # The original checkpoints carry a (zero) final_logits_bias; kept so one that is not zero is honoured.
+        self.register_buffer("final_logits_bias", torch.zeros(1, arch.vocab_size))
+        self.d_model = arch.d_model
+        self.decoder_layers = arch.decoder_layers
+        self.decoder_heads = arch.decoder_attention_heads
+        self.head_dim = arch.d_model // arch.decoder_attention_heads
+        self.vocab_size = arch.vocab_size
+        self.max_positions = arch.max_position_embeddings
+
+    # ------------------------------------------------------------------ exported interface
+
+    @torch.jit.export
+    def image_features(self, pixel_values: Tensor) -> Tensor:
+        """pixel_values [B,3,H,W] (normalized, any float dtype) -> [B, 1 + (H/32)*(W/32), d] in the model dtype."""
+        w = self.lm_head.weight
+        fmap = self.model.vision_tower(pixel_values.to(device=w.device, dtype=w.dtype))
+        return self.model.multi_modal_projector(fmap)
+
+    @torch.jit.export
+    def encode(self, image_features: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Prompt + image encoding.
+
+        image_features [B, N, d]; input_ids [B, T] int64 (``<s> prompt </s>``, right-padded with ``<pad>``);
+        attention_mask [B, N + T] (nonzero = real token) covering image and text positions.
+        Returns the encoder output [B, N + T, d]. Padded positions hold values nobody may attend to.
+        """
+        lm = self.model.language_model
+        text = lm.shared(input_ids)
+        h = torch.cat([image_features.to(text.dtype), text], dim=1)
+        length = h.shape[1]
+        if length > self.max_positions:
+            raise ValueError("encoder sequence longer than the position table")
+        positions = torch.arange(2, length + 2, device=h.device)
+        h = lm.encoder.layernorm_embedding(h + lm.encoder.embed_positions(positions).unsqueeze(0))
+        mask = (attention_mask != 0).view(h.shape[0], 1, 1, length)
+        for layer in lm.encoder.layers:
+            h = layer(h, mask)
+        return h
+
+    @torch.jit.export
+    def cross_kv(self, encoder_hidden: Tensor) -> Tuple[Tensor, Tensor]:
+        """encoder_hidden [B, S, d] -> (K, V), each [L_dec, B, H, S, hd]: computed once per request."""
+        keys: List[Tensor] = []
+        values: List[Tensor] = []
+        for layer in self.model.language_model.decoder.layers:
+            attn = layer.encoder_attn
+            keys.append(attn.split(attn.k_proj(encoder_hidden)))
+            values.append(attn.split(attn.v_proj(encoder_hidden)))
+        return torch.stack(keys), torch.stack(values)
+
+    @torch.jit.export
+    def decode_step(self, input_ids: Tensor, positions: Tensor, self_k: Tensor, self_v: Tensor,
+                    cross_k: Tensor, cross_v: Tensor, cross_mask: Tensor) -> Tensor:
+        """One decoder step for B sequences, each at its own position.
+
+        input_ids [B] int64: the last token of each sequence (decoder_start ``</s>`` at position 0).
+        positions [B] int64: that token's 0-based decoder position.
+        self_k/self_v [L_dec, B, H, S_max, hd]: caller-owned cache; this call writes position ``positions[b]``
+          of row b in place and attends to positions 0..positions[b]. Entries past a row's position are ignored,
+          so rows of different lengths share one tensor and S_max only bounds the longest.
+        cross_k/cross_v [L_dec, B, H, S_enc, hd] from ``cross_kv`` (rows padded to the longest encoder sequence);
+        cross_mask [B, S_enc] nonzero where the encoder position is real.
+        Returns logits [B, V] in float32.
+        """
+        lm = self.model.language_model
+        b = input_ids.shape[0]
+        s_max = self_k.shape[3]
+        h = lm.shared(input_ids) + lm.decoder.embed_positions(positions + 2)
+        h = lm.decoder.layernorm_embedding(h).unsqueeze(1)  # [B, 1, d]
+        self_mask = (torch.arange(s_max, device=h.device).unsqueeze(0) <= positions.unsqueeze(1)).view(b, 1, 1, s_max)
+        enc_mask = (cross_mask != 0).view(b, 1, 1, cross_mask.shape[1])
+        index = positions.view(b, 1, 1, 1).expand(b, self.decoder_heads, 1, self.head_dim)
+        i = 0
+        for layer in lm.decoder.layers:
+            attn = layer.self_attn
+            q = attn.split(attn.q_proj(h))
+            k_cache = self_k[i]
+            v_cache = self_v[i]
+            k_cache.scatter_(2, index, attn.split(attn.k_proj(h)))
+            v_cache.scatter_(2, index, attn.split(attn.v_proj(h)))
+            h = layer.self_attn_layer_norm(h + attn.attend(q, k_cache, v_cache, self_mask))
+            xattn = layer.encoder_attn
+            q = xattn.split(xattn.q_proj(h))
+            h = layer.encoder_attn_layer_norm(h + xattn.attend(q, cross_k[i], cross_v[i], enc_mask))
+            h = layer.final_layer_norm(h + layer.fc2(F.gelu(layer.fc1(h))))
+            i += 1
+        logits = self.lm_head(h.squeeze(1)) + self.final_logits_bias
+        return logits.float()
+
+    @torch.jit.export
+    def empty_self_cache(self, batch: int, max_len: int) -> Tensor:
+        """A zeroed [L_dec, batch, H, max_len, hd] cache tensor in the model's dtype/device (one of K or V)."""
+        w = self.lm_head.weight
+        return torch.zeros([self.decoder_layers, batch, self.decoder_heads, max_len, self.head_dim],
+                           dtype=w.dtype, device=w.device)
+
+    def forward(self, pixel_values: Tensor, input_ids: Tensor) -> Tensor:
+        """Whole-prompt convenience path: image + unpadded prompt -> encoder output (used for tracing checks)."""
+        feats = self.image_features(pixel_values)
+        mask = torch.ones(input_ids.shape[0], feats.shape[1] + input_ids.shape[1], dtype=torch.long,
+                          device=feats.device)
+        return self.encode(feats, input_ids, mask)
