@@ -117,6 +117,10 @@ def preset(name: str) -> Florence2Arch:
     raise ValueError(f"unknown preset {name!r}; expected tiny, base or large")
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that is not a complete Florence-2 of the expected architecture."""
+
+
 _GEN_KEYS = [f.name for f in dataclasses.fields(GenerationDefaults)]
 
 
@@ -135,10 +139,10 @@ def from_hf_config(cfg: dict[str, Any], generation_config: dict[str, Any] | None
     vision = cfg.get("vision_config") or {}
     text = cfg.get("text_config") or {}
     if not vision or not text:
-        raise ValueError("config.json has no vision_config/text_config: not a Florence-2 checkpoint")
+        raise CheckpointError("config.json has no vision_config/text_config: not a Florence-2 checkpoint")
     embed_dim = vision.get("embed_dim", vision.get("dim_embed"))
     if embed_dim is None:
-        raise ValueError("vision_config has neither embed_dim (native) nor dim_embed (original)")
+        raise CheckpointError("vision_config has neither embed_dim (native) nor dim_embed (original)")
     arch = Florence2Arch(
         embed_dim=list(embed_dim),
         depths=list(vision["depths"]),
@@ -170,16 +174,16 @@ def from_hf_config(cfg: dict[str, Any], generation_config: dict[str, Any] | None
         generation=_generation_from(text, generation_config),
     )
     if text.get("scale_embedding"):
-        raise ValueError("scale_embedding=true is not Florence-2's BART configuration")
+        raise CheckpointError("scale_embedding=true is not Florence-2's BART configuration")
     if text.get("normalize_before") or text.get("add_final_layer_norm"):
-        raise ValueError("pre-LN BART variants are not Florence-2's configuration")
+        raise CheckpointError("pre-LN BART variants are not Florence-2's configuration")
     projection_dim = vision.get("projection_dim")
     if projection_dim is not None and int(projection_dim) != arch.d_model:
-        raise ValueError(f"vision projection_dim {projection_dim} != text d_model {arch.d_model}")
+        raise CheckpointError(f"vision projection_dim {projection_dim} != text d_model {arch.d_model}")
     if preprocessor:
         size = preprocessor.get("size") or {}
         if size.get("height") != size.get("width"):
-            raise ValueError(f"non-square processor size {size} is not supported")
+            raise CheckpointError(f"non-square processor size {size} is not supported")
         arch.image_size = int(size.get("height", arch.image_size))
         arch.image_mean = list(preprocessor.get("image_mean", arch.image_mean))
         arch.image_std = list(preprocessor.get("image_std", arch.image_std))

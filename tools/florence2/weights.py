@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .config import CheckpointError
+
 # Original remote-code names (microsoft/Florence-2-*) -> native names (florence-community/*), FLORENCE2.md 1.8.
 _ORIGINAL_RULES: list[tuple[re.Pattern, str]] = [(re.compile(p), r) for p, r in [
     (r"^vision_tower\.convs\.(\d+)\.proj\.", r"model.vision_tower.convs.\1.conv."),
@@ -36,10 +38,6 @@ _ORIGINAL_RULES: list[tuple[re.Pattern, str]] = [(re.compile(p), r) for p, r in 
 # Tied copies of the shared embedding that the serving model does not store separately.
 _TIED = ("model.language_model.encoder.embed_tokens.weight", "model.language_model.decoder.embed_tokens.weight",
          "lm_head.weight")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is not a complete Florence-2 of the expected architecture."""
 
 
 def detect_layout(keys) -> str:

@@ -1,0 +1,108 @@
+"""Shared fixtures: exported artefacts and transformers' reference model on the same random weights."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tools.florence2 import export as exp
+from tools.florence2.config import Florence2Arch, preset, to_hf_config_dict
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = REPO / ".cache"
+
+# Every task prompt transformers' Florence2Processor knows, with a valid input where one is required.
+TASK_PROMPTS = [
+    "<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", "<OD>", "<DENSE_REGION_CAPTION>",
+    "<REGION_PROPOSAL>", "<OCR>", "<OCR_WITH_REGION>",
+    "<CAPTION_TO_PHRASE_GROUNDING>A green car parked in front of a yellow building.",
+    "<REFERRING_EXPRESSION_SEGMENTATION>a car",
+    "<REGION_TO_SEGMENTATION><loc_702><loc_575><loc_866><loc_772>",
+    "<OPEN_VOCABULARY_DETECTION>wheels",
+    "<REGION_TO_CATEGORY><loc_52><loc_332><loc_932><loc_774>",
+    "<REGION_TO_DESCRIPTION><loc_52><loc_332><loc_932><loc_774>",
+    "<REGION_TO_OCR><loc_100><loc_100><loc_900><loc_300>",
+]
+
+
+def real_images() -> dict[str, Image.Image]:
+    """Photographs and a document page bundled with scikit-image (no download)."""
+    from skimage import data
+
+    return {
+        "astronaut": Image.fromarray(data.astronaut()),          # 512x512 RGB photo
+        "coffee": Image.fromarray(data.coffee()),                # 600x400 RGB photo
+        "chelsea": Image.fromarray(data.chelsea()),              # 451x300 RGB photo
+        "page": Image.fromarray(data.page()).convert("RGB"),     # 191x384 grayscale scanned text
+        "rocket": Image.fromarray(data.rocket()),                # 427x640 RGB photo
+    }
+
+
+def hf_processor(model_dir: Path):
+    from transformers import AutoTokenizer, CLIPImageProcessor, Florence2Processor
+
+    arch = preset("tiny")  # preprocessing is identical for every size
+    image_processor = CLIPImageProcessor(
+        do_resize=True, size={"height": arch.image_size, "width": arch.image_size}, resample=3,
+        do_center_crop=False, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+        image_mean=arch.image_mean, image_std=arch.image_std, do_convert_rgb=None)
+    image_processor.image_seq_length = arch.num_image_tokens()
+    return Florence2Processor(image_processor=image_processor, tokenizer=AutoTokenizer.from_pretrained(model_dir))
+
+
+def hf_model_from_state(arch: Florence2Arch, state: dict[str, torch.Tensor]):
+    """transformers' native Florence-2 holding exactly ``state`` (our names are its names)."""
+    from transformers import Florence2Config, Florence2ForConditionalGeneration
+
+    hf = Florence2ForConditionalGeneration(Florence2Config(**to_hf_config_dict(arch))).eval()
+    sd = {k: v for k, v in state.items() if k != "final_logits_bias"}
+    missing, unexpected = hf.load_state_dict(sd, strict=False)
+    assert not unexpected, unexpected
+    assert set(missing) <= {"model.language_model.encoder.embed_tokens.weight",
+                            "model.language_model.decoder.embed_tokens.weight"}, missing
+    assert torch.equal(hf.lm_head.weight, state["model.language_model.shared.weight"])
+    return hf
+
+
+@dataclass
+class Artefact:
+    name: str
+    arch: Florence2Arch
+    dir: Path
+    scripted: torch.jit.ScriptModule
+    hf: object
+    processor: object
+
+
+def make_artefact(tmp_root: Path, name: str, seed: int) -> Artefact:
+    out = exp.export(exp.source_random(name, seed), tmp_root / f"{name}-{seed}", seed=seed, cache_dir=CACHE)
+    scripted = torch.jit.load(str(out / exp.MODEL_FILE)).eval()
+    arch = preset(name)
+    return Artefact(name, arch, out, scripted, hf_model_from_state(arch, scripted.state_dict()), hf_processor(out))
+
+
+@pytest.fixture(scope="session")
+def tiny_artefacts(tmp_path_factory) -> list[Artefact]:
+    root = tmp_path_factory.mktemp("tiny")
+    return [make_artefact(root, "tiny", seed) for seed in (0, 1)]
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, Image.Image]:
+    return real_images()
+
+
+def processor_inputs(processor, prompt: str, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pixel_values, full native input_ids with <image> slots, text ids ``<s> prompt </s>``)."""
+    enc = processor(text=prompt, images=image, return_tensors="pt")
+    full = enc["input_ids"]
+    text = full[:, (full[0] != processor.image_token_id).nonzero()[0, 0]:]
+    return enc["pixel_values"], full, text
+
+
+def as_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().numpy()

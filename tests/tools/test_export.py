@@ -1,0 +1,236 @@
+"""Export paths (save_pretrained directories in both layouts, LoRA), the batching contract, and errors."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tools.florence2 import export as exp
+from tools.florence2 import generate as G
+from tools.florence2.config import preset
+from tools.florence2.weights import CheckpointError
+
+from conftest import CACHE, REPO, hf_processor, processor_inputs
+
+PARAMS = G.GenerationParams(max_new_tokens=64, num_beams=3, no_repeat_ngram_size=3)
+
+# transformers' conversion table read backwards: native name -> original remote-code name.
+NATIVE_TO_ORIGINAL = [
+    (r"^model\.vision_tower\.convs\.(\d+)\.conv\.", r"vision_tower.convs.\1.proj."),
+    (r"^model\.vision_tower\.convs\.(\d+)\.norm\.", r"vision_tower.convs.\1.norm."),
+    (r"^model\.vision_tower\.blocks\.(\d+)\.(\d+)\.(\w+_block)\.conv([12])\.", r"vision_tower.blocks.\1.\2.\3.conv\4.fn.dw."),
+    (r"^model\.vision_tower\.blocks\.(\d+)\.(\d+)\.spatial_block\.norm1\.", r"vision_tower.blocks.\1.\2.spatial_block.window_attn.norm."),
+    (r"^model\.vision_tower\.blocks\.(\d+)\.(\d+)\.channel_block\.norm1\.", r"vision_tower.blocks.\1.\2.channel_block.channel_attn.norm."),
+    (r"^model\.vision_tower\.blocks\.(\d+)\.(\d+)\.(\w+_block)\.(window_attn|channel_attn)\.", r"vision_tower.blocks.\1.\2.\3.\4.fn."),
+    (r"^model\.vision_tower\.blocks\.(\d+)\.(\d+)\.(\w+_block)\.norm2\.", r"vision_tower.blocks.\1.\2.\3.ffn.norm."),
+    (r"^model\.vision_tower\.blocks\.(\d+)\.(\d+)\.(\w+_block)\.ffn\.", r"vision_tower.blocks.\1.\2.\3.ffn.fn.net."),
+    (r"^model\.multi_modal_projector\.image_projection\.weight$", "image_projection"),
+    (r"^model\.multi_modal_projector\.image_position_embed\.", "image_pos_embed."),
+    (r"^model\.multi_modal_projector\.", ""),
+    (r"^model\.language_model\.", "language_model.model."),
+    (r"^lm_head\.", "language_model.lm_head."),
+    (r"^final_logits_bias$", "language_model.final_logits_bias"),
+]
+
+
+def to_original(state):
+    out = {}
+    for key, value in state.items():
+        for pattern, repl in NATIVE_TO_ORIGINAL:
+            new, n = re.subn(pattern, repl, key)
+            if n:
+                break
+        else:
+            raise AssertionError(f"no rule for {key}")
+        out[new] = value.t().contiguous() if new == "image_projection" else value.contiguous()
+    return out
+
+
+def original_config(arch):
+    return {
+        "model_type": "florence2",
+        "vision_config": {"model_type": "davit", "dim_embed": arch.embed_dim, "depths": arch.depths,
+                          "num_heads": arch.num_heads, "num_groups": arch.num_groups,
+                          "patch_size": arch.patch_size, "patch_stride": arch.patch_stride,
+                          "patch_padding": arch.patch_padding, "patch_prenorm": arch.patch_prenorm,
+                          "window_size": arch.window_size, "projection_dim": arch.d_model,
+                          "image_pos_embed": {"type": "learned_abs_2d", "max_pos_embeddings": 50},
+                          "visual_temporal_embedding": {"type": "COSINE", "max_temporal_embeddings": 100}},
+        "text_config": {"model_type": "florence2_language", "d_model": arch.d_model, "vocab_size": arch.vocab_size,
+                        "encoder_layers": arch.encoder_layers, "decoder_layers": arch.decoder_layers,
+                        "encoder_attention_heads": arch.encoder_attention_heads,
+                        "decoder_attention_heads": arch.decoder_attention_heads,
+                        "encoder_ffn_dim": arch.encoder_ffn_dim, "decoder_ffn_dim": arch.decoder_ffn_dim,
+                        "max_position_embeddings": arch.max_position_embeddings, "num_beams": 3,
+                        "no_repeat_ngram_size": 3, "early_stopping": True, "forced_bos_token_id": 0,
+                        "forced_eos_token_id": 2, "decoder_start_token_id": 2},
+    }
+
+
+def generate_ours(model_dir, processor, image, prompt="<OD>", params=PARAMS):
+    scripted = torch.jit.load(str(model_dir / exp.MODEL_FILE))
+    px, _, text = processor_inputs(processor, prompt, image)
+    return G.generate(scripted, G.prefill(scripted, px, text), params).tokens
+
+
+def hf_tokens(hf, processor, image, prompt="<OD>", params=PARAMS):
+    px, full, _ = processor_inputs(processor, prompt, image)
+    return hf.generate(input_ids=full, pixel_values=px, attention_mask=torch.ones_like(full), do_sample=False,
+                       max_new_tokens=params.max_new_tokens, num_beams=params.num_beams,
+                       no_repeat_ngram_size=params.no_repeat_ngram_size, early_stopping=True,
+                       forced_bos_token_id=0, forced_eos_token_id=2, decoder_start_token_id=2)[0].tolist()
+
+
+@torch.no_grad()
+def test_save_pretrained_directory_exports_and_matches(tiny_artefacts, images, tmp_path):
+    art = tiny_artefacts[0]
+    art.hf.save_pretrained(tmp_path / "ckpt")
+    out = exp.export(exp.source_pretrained(str(tmp_path / "ckpt")), tmp_path / "out", cache_dir=CACHE)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["provenance"] == {"weights": "pretrained", "path": str(tmp_path / "ckpt"), "layout": "native"}
+    assert json.loads((out / "config.json").read_text())["generation"]["num_beams"] == 3
+    image = images["chelsea"]
+    assert generate_ours(out, art.processor, image) == hf_tokens(art.hf, art.processor, image)
+
+
+@torch.no_grad()
+def test_original_layout_state_dict_maps_and_matches(tiny_artefacts, images, tmp_path):
+    art = tiny_artefacts[1]
+    ckpt = tmp_path / "original"
+    ckpt.mkdir()
+    native = {k: v for k, v in art.scripted.state_dict().items() if k != "lm_head.weight"}
+    original = to_original(native)
+    assert "vision_tower.blocks.0.0.spatial_block.window_attn.fn.qkv.weight" in original
+    assert original["image_projection"].shape == (art.arch.embed_dim[-1], art.arch.d_model)
+    save_file(original, str(ckpt / "model.safetensors"))
+    (ckpt / "config.json").write_text(json.dumps(original_config(art.arch)))
+    src = exp.source_pretrained(str(ckpt))
+    assert src.provenance["layout"] == "original"
+    out = exp.export(src, tmp_path / "out", cache_dir=CACHE)
+    loaded = torch.jit.load(str(out / exp.MODEL_FILE)).state_dict()
+    for key, value in art.scripted.state_dict().items():
+        assert torch.equal(loaded[key], value), key
+    image = images["rocket"]
+    assert generate_ours(out, art.processor, image, "<CAPTION>") == hf_tokens(art.hf, art.processor, image,
+                                                                               "<CAPTION>")
+
+
+@torch.no_grad()
+def test_lora_adapter_merged_at_export_gives_peft_tokens(tiny_artefacts, images, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    art = tiny_artefacts[0]
+    art.hf.save_pretrained(tmp_path / "base")
+    torch.manual_seed(7)
+    cfg = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                     target_modules=["q_proj", "v_proj", "fc1", "qkv", "image_projection"])
+    from transformers import Florence2ForConditionalGeneration
+    peft_model = get_peft_model(Florence2ForConditionalGeneration.from_pretrained(tmp_path / "base"), cfg).eval()
+    peft_model.save_pretrained(tmp_path / "adapter")
+    image = images["coffee"]
+    expected = hf_tokens(peft_model, art.processor, image)
+    assert expected != hf_tokens(art.hf, art.processor, image), "adapter too weak to change the output"
+    out = exp.export(exp.source_pretrained(str(tmp_path / "base")), tmp_path / "out",
+                     lora=tmp_path / "adapter", cache_dir=CACHE)
+    assert json.loads((out / "manifest.json").read_text())["provenance"]["lora"]["r"] == 4
+    assert generate_ours(out, art.processor, image) == expected
+
+
+@torch.no_grad()
+def test_decode_step_batch_invariance_across_lengths(tiny_artefacts, images):
+    """One step over rows at different positions and encoder lengths equals each row run alone (<= 1e-5)."""
+    art = tiny_artefacts[0]
+    m = art.scripted
+    prompts = ["<CAPTION>", "<OCR_WITH_REGION>", "<OPEN_VOCABULARY_DETECTION>wheels"]
+    steps = [3, 11, 7]  # tokens each sequence has already decoded
+    reqs, seqs, caches, alone = [], [], [], []
+    for prompt, image, n in zip(prompts, images.values(), steps):
+        px, _, text = processor_inputs(art.processor, prompt, image)
+        req = G.prefill(m, px, text)
+        k, v = m.empty_self_cache(1, 16), m.empty_self_cache(1, 16)
+        tokens = [2]
+        for pos in range(n + 1):
+            logits = m.decode_step(torch.tensor([tokens[-1]]), torch.tensor([pos]), k, v,
+                                   req.cross_k, req.cross_v, req.cross_mask)
+            if pos < n:
+                tokens.append(int(logits.argmax()))
+        reqs.append(req)
+        seqs.append(tokens)
+        alone.append(logits[0])
+        # Cache as it was before the last step: the batched step rewrites position n itself.
+        k[:, :, :, n:] = 0
+        v[:, :, :, n:] = 0
+        caches.append((k, v))
+    s_enc = max(r.cross_k.shape[3] for r in reqs)
+    assert len({r.cross_k.shape[3] for r in reqs}) > 1, "prompts should give different encoder lengths"
+
+    def pad(t):
+        return torch.nn.functional.pad(t, (0, 0, 0, s_enc - t.shape[3]))
+
+    cross_k = torch.cat([pad(r.cross_k) for r in reqs], dim=1)
+    cross_v = torch.cat([pad(r.cross_v) for r in reqs], dim=1)
+    cross_mask = torch.cat([torch.nn.functional.pad(r.cross_mask, (0, s_enc - r.cross_mask.shape[1]))
+                            for r in reqs])
+    self_k = torch.cat([c[0] for c in caches], dim=1)
+    self_v = torch.cat([c[1] for c in caches], dim=1)
+    logits = m.decode_step(torch.tensor([s[-1] for s in seqs]), torch.tensor(steps), self_k, self_v,
+                           cross_k, cross_v, cross_mask)
+    for row in range(3):
+        assert (logits[row] - alone[row]).abs().max() <= 1e-5, row
+    # The step wrote each row's own position in place, nothing beyond it.
+    for row, n in enumerate(steps):
+        assert self_k[:, row, :, n].abs().sum() > 0
+        assert self_k[:, row, :, n + 1:].abs().sum() == 0
+
+
+@torch.no_grad()
+def test_padded_prompt_batch_encodes_like_each_alone(tiny_artefacts, images):
+    art = tiny_artefacts[0]
+    m = art.scripted
+    texts, feats = [], []
+    for prompt, image in zip(["<CAPTION>", "<MORE_DETAILED_CAPTION>"], [images["astronaut"], images["page"]]):
+        px, _, text = processor_inputs(art.processor, prompt, image)
+        texts.append(text[0])
+        feats.append(m.image_features(px))
+    t_max = max(len(t) for t in texts)
+    ids = torch.stack([torch.nn.functional.pad(t, (0, t_max - len(t)), value=1) for t in texts])
+    n_img = feats[0].shape[1]
+    mask = torch.stack([torch.cat([torch.ones(n_img + len(t)), torch.zeros(t_max - len(t))]) for t in texts]).long()
+    batched = m.encode(torch.cat(feats), ids, mask)
+    for row, (f, t) in enumerate(zip(feats, texts)):
+        alone = m.encode(f, t.unsqueeze(0), torch.ones(1, n_img + len(t), dtype=torch.long))
+        assert (batched[row, : n_img + len(t)] - alone[0]).abs().max() <= 1e-5
+
+
+def test_incomplete_checkpoint_names_missing_keys(tiny_artefacts, tmp_path):
+    art = tiny_artefacts[0]
+    ckpt = tmp_path / "broken"
+    art.hf.save_pretrained(ckpt)
+    from safetensors.torch import load_file
+    sd = load_file(str(ckpt / "model.safetensors"))
+    del sd["model.language_model.decoder.layers.1.fc2.weight"]
+    save_file(sd, str(ckpt / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"missing: model\.language_model\.decoder\.layers\.1\.fc2\.weight"):
+        exp.export(exp.source_pretrained(str(ckpt)), tmp_path / "out", cache_dir=CACHE)
+
+
+def test_wrong_checkpoint_and_cli_errors(tmp_path):
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(CheckpointError, match="not a Florence-2 checkpoint"):
+        exp.source_pretrained(str(tmp_path / "bert"))
+    save_file({"encoder.weight": torch.zeros(2)}, str(tmp_path / "bert" / "model.safetensors"))
+    cfg = original_config(preset("tiny"))
+    (tmp_path / "bert" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="neither 'model.vision_tower"):
+        exp.source_pretrained(str(tmp_path / "bert"))
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "florence2_export.py"), "--from-pretrained",
+                           str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert "is not a local directory" in proc.stderr
