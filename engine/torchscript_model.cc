@@ -1,0 +1,160 @@
+#include "engine/torchscript_model.h"
+
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/util/Exception.h>
+#include <torch/csrc/jit/serialization/import.h>
+#include <torch/cuda.h>
+
+#include <exception>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "engine/status_macros.h"
+
+namespace florence::engine {
+namespace {
+
+constexpr const char* kMethods[] = {"image_features", "encode", "cross_kv",
+                                    "decode_step", "empty_self_cache"};
+
+// Runs `fn` under InferenceMode and turns any Torch exception into a Status
+// naming `method`. This is the engine's exception boundary: nothing thrown by
+// LibTorch or the TorchScript interpreter passes it.
+template <typename Fn>
+auto Guarded(absl::string_view method, Fn&& fn)
+    -> absl::StatusOr<decltype(fn())> {
+  try {
+    c10::InferenceMode guard;
+    return fn();
+  } catch (const c10::OutOfMemoryError& e) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(method, ": ", e.what_without_backtrace()));
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat(method, ": ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    // torch::jit::JITException (a `raise` in the script), std::bad_alloc, ...
+    return absl::InternalError(absl::StrCat(method, ": ", e.what()));
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TorchScriptModel>> TorchScriptModel::Create(
+    const ModelDir& dir, const Options& options) {
+  std::optional<c10::Device> device;
+  try {
+    device.emplace(options.device);
+  } catch (const c10::Error&) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid device \"", options.device, "\""));
+  }
+  if (device->is_cuda()) {
+    if (!torch::cuda::is_available()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "device ", options.device, " requested but CUDA is not available"));
+    }
+    if (device->has_index() &&
+        device->index() >= static_cast<int>(torch::cuda::device_count())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("device ", options.device, " requested but only ",
+                       torch::cuda::device_count(), " CUDA device(s) exist"));
+    }
+  } else if (!device->is_cpu()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "device ", options.device, ": only cpu and cuda are supported"));
+  }
+  if (options.num_threads > 0) at::set_num_threads(options.num_threads);
+
+  torch::jit::Module module;
+  try {
+    c10::InferenceMode guard;
+    module = torch::jit::load(dir.model_path, *device);
+    module.eval();
+  } catch (const std::exception& e) {
+    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot load ", dir.model_path, ": ",
+        c10_error ? c10_error->what_without_backtrace() : e.what()));
+  }
+  for (const char* name : kMethods) {
+    if (!module.find_method(name).has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(dir.model_path, " has no method ", name,
+                       "; was it written by tools/florence2_export.py?"));
+    }
+  }
+  std::unique_ptr<TorchScriptModel> model(
+      new TorchScriptModel(std::move(module), *device));
+
+  // The artefact and config.json must agree on the decoder, or caches sized
+  // from the config break.
+  FLORENCE_ASSIGN_OR_RETURN(const KvPair probe, model->EmptySelfCache(1, 1));
+  const std::vector<int64_t> want = {dir.decoder.layers, 1, dir.decoder.heads,
+                                     1, dir.decoder.head_dim};
+  if (probe.k.sizes().vec() != want) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir.model_path, ": self cache shape [",
+        absl::StrJoin(probe.k.sizes(), ","),
+        "] disagrees with config.json decoder [", absl::StrJoin(want, ","),
+        "] (layers,1,heads,1,head_dim)"));
+  }
+  return model;
+}
+
+absl::StatusOr<at::Tensor> TorchScriptModel::ImageFeatures(
+    const at::Tensor& pixel_values) {
+  return Guarded("image_features", [&] {
+    return module_.run_method("image_features", pixel_values).toTensor();
+  });
+}
+
+absl::StatusOr<at::Tensor> TorchScriptModel::Encode(
+    const at::Tensor& image_features, const at::Tensor& input_ids,
+    const at::Tensor& attention_mask) {
+  return Guarded("encode", [&] {
+    return module_
+        .run_method("encode", image_features, input_ids, attention_mask)
+        .toTensor();
+  });
+}
+
+absl::StatusOr<KvPair> TorchScriptModel::CrossKv(
+    const at::Tensor& encoder_hidden) {
+  return Guarded("cross_kv", [&] {
+    const auto kv = module_.run_method("cross_kv", encoder_hidden).toTuple();
+    return KvPair{kv->elements().at(0).toTensor(),
+                  kv->elements().at(1).toTensor()};
+  });
+}
+
+absl::StatusOr<KvPair> TorchScriptModel::EmptySelfCache(int64_t batch,
+                                                        int64_t max_len) {
+  return Guarded("empty_self_cache", [&] {
+    return KvPair{
+        module_.run_method("empty_self_cache", batch, max_len).toTensor(),
+        module_.run_method("empty_self_cache", batch, max_len).toTensor()};
+  });
+}
+
+absl::StatusOr<at::Tensor> TorchScriptModel::DecodeStep(
+    const at::Tensor& input_ids, const at::Tensor& positions,
+    KvPair* self_cache, const KvPair& cross, const at::Tensor& cross_mask) {
+  if (self_cache == nullptr) {
+    return absl::InvalidArgumentError("decode_step: self_cache is null");
+  }
+  return Guarded("decode_step", [&] {
+    return module_
+        .run_method("decode_step", input_ids, positions, self_cache->k,
+                    self_cache->v, cross.k, cross.v, cross_mask)
+        .toTensor();
+  });
+}
+
+}  // namespace florence::engine

@@ -1,0 +1,62 @@
+// ModelBackend over the TorchScript artefact of a model directory
+// (tools/florence2/model.py, Florence2ForServing): each method is a thin call
+// of the exported method of the same name.
+#ifndef FLORENCE_ENGINE_TORCHSCRIPT_MODEL_H_
+#define FLORENCE_ENGINE_TORCHSCRIPT_MODEL_H_
+
+#include <torch/csrc/jit/api/module.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/status/statusor.h"
+#include "engine/model_backend.h"
+#include "engine/model_dir.h"
+
+namespace florence::engine {
+
+class TorchScriptModel final : public ModelBackend {
+ public:
+  struct Options {
+    // A torch device string: "cpu", "cuda", "cuda:0", ...
+    std::string device = "cpu";
+    // > 0: sets Torch's intra-op thread pool size. That pool is process-wide,
+    // so set it only from the one start-up path that creates models. 0 keeps
+    // Torch's default (one thread per core).
+    int num_threads = 0;
+  };
+
+  // Loads dir.model_path (LoadModelDir has verified its checksum) onto
+  // options.device and checks that it exports the five methods and that its
+  // self-cache shape agrees with dir.decoder. Errors: InvalidArgument (bad
+  // device string, artefact not loadable or lacking a method, shape mismatch),
+  // FailedPrecondition (CUDA device requested but not available).
+  static absl::StatusOr<std::unique_ptr<TorchScriptModel>> Create(
+      const ModelDir& dir, const Options& options);
+
+  c10::Device device() const override { return device_; }
+  absl::StatusOr<at::Tensor> ImageFeatures(
+      const at::Tensor& pixel_values) override;
+  absl::StatusOr<at::Tensor> Encode(const at::Tensor& image_features,
+                                    const at::Tensor& input_ids,
+                                    const at::Tensor& attention_mask) override;
+  absl::StatusOr<KvPair> CrossKv(const at::Tensor& encoder_hidden) override;
+  absl::StatusOr<KvPair> EmptySelfCache(int64_t batch,
+                                        int64_t max_len) override;
+  absl::StatusOr<at::Tensor> DecodeStep(const at::Tensor& input_ids,
+                                        const at::Tensor& positions,
+                                        KvPair* self_cache, const KvPair& cross,
+                                        const at::Tensor& cross_mask) override;
+
+ private:
+  TorchScriptModel(torch::jit::Module module, c10::Device device)
+      : module_(std::move(module)), device_(device) {}
+
+  torch::jit::Module module_;
+  const c10::Device device_;
+};
+
+}  // namespace florence::engine
+
+#endif  // FLORENCE_ENGINE_TORCHSCRIPT_MODEL_H_
