@@ -8,7 +8,8 @@ JOBS ?= $(shell nproc)
 # Default served model: seeded random weights of the real Florence-2-base architecture.
 MODEL_DIR ?= models/florence2-base-random
 MODEL_ARGS ?= --random base --seed 0
-APT_PACKAGES := build-essential cmake ninja-build pkg-config git python3 python3-venv npm \
+APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
+	'python3 --version=python3' 'python3 -m venv --help=python3-venv' 'npm --version=npm' \
 	libabsl-dev nlohmann-json3-dev libssl-dev libgtest-dev libgmock-dev libspdlog-dev
 
 .PHONY: setup build test test-cpp test-python model serve clean
