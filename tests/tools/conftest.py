@@ -43,10 +43,12 @@ def real_images() -> dict[str, Image.Image]:
 
 
 def hf_processor(model_dir: Path):
-    from transformers import AutoTokenizer, CLIPImageProcessor, Florence2Processor
+    from transformers import AutoTokenizer, Florence2Processor
+    from transformers.models.clip import CLIPImageProcessorPil
 
     arch = preset("tiny")  # preprocessing is identical for every size
-    image_processor = CLIPImageProcessor(
+    # The PIL backend: Florence-2's slow processor (PIL bicubic), which the C++ preprocessing reproduces.
+    image_processor = CLIPImageProcessorPil(
         do_resize=True, size={"height": arch.image_size, "width": arch.image_size}, resample=3,
         do_center_crop=False, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
         image_mean=arch.image_mean, image_std=arch.image_std, do_convert_rgb=None)

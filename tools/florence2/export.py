@@ -28,16 +28,25 @@ class Source:
 
 
 def random_init(model: torch.nn.Module, seed: int) -> None:
-    """Deterministic init in transformers' style: N(0, 0.02) weights, zero biases, unit LayerNorms."""
+    """Deterministic variance-preserving init: Linear/Conv weights N(0, 1/fan_in), the tied token embedding
+    N(0, 1/d_model) (unit-scale logits), other embeddings N(0, 0.02), zero biases, unit LayerNorms.
+
+    transformers' own N(0, 0.02) everywhere gives a random model whose output ignores the image and the
+    prompt; this one answers differently for different inputs, so token parity tests mean more.
+    """
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith(".bias"):
                 p.zero_()
-            elif ".norm" in name or "layer_norm" in name or "layernorm" in name or "image_proj_norm" in name:
+            elif p.dim() == 1:  # LayerNorm weights
                 p.fill_(1.0)
-            else:
+            elif name.endswith("shared.weight"):
+                p.copy_(torch.randn(p.shape, generator=gen) * p.shape[1] ** -0.5)
+            elif "embed" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * p[0].numel() ** -0.5)
 
 
 def source_random(name: str, seed: int) -> Source:
