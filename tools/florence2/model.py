@@ -101,9 +101,9 @@ class ChannelAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # [B, N, C]
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.groups, c // self.groups).permute(2, 0, 3, 4, 1)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # [B, G, C/G, N]
-        attn = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * (float(n) ** -0.5), dim=-1)
-        out = torch.matmul(attn, v)  # [B, G, C/G, N]
+        # [B, G, C/G, N]: channels play the role of the sequence, tokens that of the head dimension. SDPA scales
+        # before the N-long dot products (as transformers does), so they cannot overflow in float16.
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], scale=float(n) ** -0.5)
         return self.proj(out.permute(0, 3, 1, 2).reshape(b, n, c))
 
 
