@@ -38,8 +38,19 @@ $(MODEL_DIR)/manifest.json: tools/requirements.txt $(wildcard tools/florence2/*.
 
 model: $(MODEL_DIR)/manifest.json
 
-serve: build model
+SAMPLE_IMAGE := models/samples/astronaut.jpg
+$(SAMPLE_IMAGE):
+	$(MAKE) setup
+	mkdir -p $(dir $@)
+	$(PY) -c "from PIL import Image; from skimage import data; Image.fromarray(data.astronaut()).save('$@', quality=90)"
+
+# Until the gRPC server exists (issue 4), serving = the C++ runtime answering one request per task kind on a
+# sample photo: JSON results on stdout, drawings under models/samples/.
+serve: build model $(SAMPLE_IMAGE)
 	$(BUILD_DIR)/engine/florence2-probe --model $(MODEL_DIR)
+	$(BUILD_DIR)/engine/florence2-run --model $(MODEL_DIR) --task caption --num-beams 1 --max-new-tokens 24 $(SAMPLE_IMAGE)
+	$(BUILD_DIR)/engine/florence2-run --model $(MODEL_DIR) --task od --max-new-tokens 48 \
+	  --draw models/samples/astronaut-od.png $(SAMPLE_IMAGE)
 
 clean:
 	rm -rf $(BUILD_DIR) models
