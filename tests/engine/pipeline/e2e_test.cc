@@ -240,7 +240,7 @@ TEST_P(E2eModelTest, MatchesTransformersFromTheImageFile) {
 
 INSTANTIATE_TEST_SUITE_P(Models, E2eModelTest,
                          ::testing::Values("tiny-0", "tiny-0-locs", "tiny-1",
-                                           "base-0"),
+                                           "base-0", "base-1"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return absl::StrReplaceAll(info.param, {{"-", "_"}});
                          });
