@@ -41,6 +41,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/pipeline/render.h"
 #include "engine/pipeline/runtime.h"
+#include "engine/postprocess/result_json.h"
 #include "engine/pipeline/task_names.h"
 #include "engine/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -195,63 +196,6 @@ std::string DrawPath(const std::string& out, size_t index, size_t count) {
   return absl::StrCat(stem, "-", index, ext);
 }
 
-json BoxJson(const Box& b) { return json::array({b.x1, b.y1, b.x2, b.y2}); }
-
-json PolygonsJson(const PolygonInstance& instance) {
-  json polygons = json::array();
-  for (const std::vector<float>& polygon : instance.polygons) {
-    polygons.push_back(polygon);
-  }
-  return polygons;
-}
-
-// transformers' post_process_generation(...)[task] shape, float coordinates.
-json ResultJson(const TaskResult& result) {
-  struct Visitor {
-    json operator()(const TextResult& r) const { return r.text; }
-    json operator()(const DetectionResult& r) const {
-      json out = {{"bboxes", json::array()}, {"labels", json::array()}};
-      for (const Detection& d : r.detections) {
-        out["bboxes"].push_back(BoxJson(d.box));
-        out["labels"].push_back(d.label);
-      }
-      return out;
-    }
-    json operator()(const OcrResult& r) const {
-      json out = {{"quad_boxes", json::array()}, {"labels", json::array()}};
-      for (const OcrRegion& region : r.regions) {
-        out["quad_boxes"].push_back(region.quad.points);
-        out["labels"].push_back(region.text);
-      }
-      return out;
-    }
-    json operator()(const SegmentationResult& r) const {
-      json out = {{"polygons", json::array()}, {"labels", json::array()}};
-      for (const PolygonInstance& instance : r.instances) {
-        out["polygons"].push_back(PolygonsJson(instance));
-        out["labels"].push_back(instance.label);
-      }
-      return out;
-    }
-    json operator()(const OpenVocabularyResult& r) const {
-      json out = {{"bboxes", json::array()},
-                  {"bboxes_labels", json::array()},
-                  {"polygons", json::array()},
-                  {"polygons_labels", json::array()}};
-      for (const Detection& d : r.detections) {
-        out["bboxes"].push_back(BoxJson(d.box));
-        out["bboxes_labels"].push_back(d.label);
-      }
-      for (const PolygonInstance& instance : r.polygons) {
-        out["polygons"].push_back(PolygonsJson(instance));
-        out["polygons_labels"].push_back(instance.label);
-      }
-      return out;
-    }
-  };
-  return std::visit(Visitor{}, result);
-}
-
 json RunJson(const std::string& path, const RunResult& r) {
   const RunTimings& t = r.timings;
   return {
@@ -260,7 +204,7 @@ json RunJson(const std::string& path, const RunResult& r) {
       {"height", r.image_height},
       {"task", std::string(SpecOf(r.task).token)},
       {"task_name", std::string(TaskName(r.task))},
-      {"result", ResultJson(r.parsed)},
+      {"result", TaskResultJson(r.parsed, Coordinates::kFloat)},
       {"generated_text", r.generated_text},
       {"token_ids", r.token_ids},
       {"token_logprobs", r.token_logprobs},

@@ -30,6 +30,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/image/decode.h"
 #include "engine/pipeline/runtime.h"
+#include "engine/postprocess/result_json.h"
 #include "engine/task.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -72,73 +73,6 @@ std::string ModelPath(const std::string& model) {
   const std::string dir =
       Vectors().at("models").at(model).at("dir").get<std::string>();
   return std::filesystem::path(dir).is_absolute() ? dir : E2eDir() + "/" + dir;
-}
-
-// transformers' .int(): truncation toward zero.
-int64_t Truncate(float value) { return static_cast<int64_t>(value); }
-
-json TruncatedBox(const Box& box) {
-  return json::array(
-      {Truncate(box.x1), Truncate(box.y1), Truncate(box.x2), Truncate(box.y2)});
-}
-
-json TruncatedPolygons(const PolygonInstance& instance) {
-  json polygons = json::array();
-  for (const std::vector<float>& polygon : instance.polygons) {
-    json coords = json::array();
-    for (const float c : polygon) coords.push_back(Truncate(c));
-    polygons.push_back(std::move(coords));
-  }
-  return polygons;
-}
-
-// Our result in the shape of post_process_generation(...)[task].
-json TransformersShape(const TaskResult& result) {
-  struct Visitor {
-    json operator()(const TextResult& r) const { return r.text; }
-    json operator()(const DetectionResult& r) const {
-      json out = {{"bboxes", json::array()}, {"labels", json::array()}};
-      for (const Detection& d : r.detections) {
-        out["bboxes"].push_back(TruncatedBox(d.box));
-        out["labels"].push_back(d.label);
-      }
-      return out;
-    }
-    json operator()(const OcrResult& r) const {
-      json out = {{"quad_boxes", json::array()}, {"labels", json::array()}};
-      for (const OcrRegion& region : r.regions) {
-        json quad = json::array();
-        for (const float c : region.quad.points) quad.push_back(Truncate(c));
-        out["quad_boxes"].push_back(std::move(quad));
-        out["labels"].push_back(region.text);
-      }
-      return out;
-    }
-    json operator()(const SegmentationResult& r) const {
-      json out = {{"polygons", json::array()}, {"labels", json::array()}};
-      for (const PolygonInstance& instance : r.instances) {
-        out["polygons"].push_back(TruncatedPolygons(instance));
-        out["labels"].push_back(instance.label);
-      }
-      return out;
-    }
-    json operator()(const OpenVocabularyResult& r) const {
-      json out = {{"bboxes", json::array()},
-                  {"bboxes_labels", json::array()},
-                  {"polygons", json::array()},
-                  {"polygons_labels", json::array()}};
-      for (const Detection& d : r.detections) {
-        out["bboxes"].push_back(TruncatedBox(d.box));
-        out["bboxes_labels"].push_back(d.label);
-      }
-      for (const PolygonInstance& instance : r.polygons) {
-        out["polygons"].push_back(TruncatedPolygons(instance));
-        out["polygons_labels"].push_back(instance.label);
-      }
-      return out;
-    }
-  };
-  return std::visit(Visitor{}, result);
 }
 
 std::string Dump(const json& value) {
@@ -227,7 +161,7 @@ TEST_P(E2eModelTest, MatchesTransformersFromTheImageFile) {
       continue;  // text and parse follow from the tokens
     }
     EXPECT_EQ(r->generated_text, c.at("expected_text").get<std::string>());
-    EXPECT_EQ(Dump(TransformersShape(r->parsed)),
+    EXPECT_EQ(Dump(TaskResultJson(r->parsed, Coordinates::kTruncated)),
               Dump(c.at("expected_parsed")));
     if (!c.at("expected_score").is_null()) {
       EXPECT_NEAR(r->sequence_score, c.at("expected_score").get<double>(),

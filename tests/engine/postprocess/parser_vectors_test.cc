@@ -15,6 +15,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
 #include "engine/postprocess/parse.h"
+#include "engine/postprocess/result_json.h"
 #include "engine/task.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -54,70 +55,6 @@ std::vector<json> RecordsOfKind(absl::string_view kind) {
 // transformers' .int() on a float tensor: truncation toward zero.
 int64_t Truncate(float value) { return static_cast<int64_t>(value); }
 
-json TruncatedBox(const Box& box) {
-  return json::array(
-      {Truncate(box.x1), Truncate(box.y1), Truncate(box.x2), Truncate(box.y2)});
-}
-
-json TruncatedPolygons(const PolygonInstance& instance) {
-  json polygons = json::array();
-  for (const std::vector<float>& polygon : instance.polygons) {
-    json coords = json::array();
-    for (const float c : polygon) coords.push_back(Truncate(c));
-    polygons.push_back(std::move(coords));
-  }
-  return polygons;
-}
-
-// Our result in the shape of post_process_generation(...)[task].
-json TransformersShape(const TaskResult& result) {
-  struct Visitor {
-    json operator()(const TextResult& r) const { return r.text; }
-    json operator()(const DetectionResult& r) const {
-      json out = {{"bboxes", json::array()}, {"labels", json::array()}};
-      for (const Detection& d : r.detections) {
-        out["bboxes"].push_back(TruncatedBox(d.box));
-        out["labels"].push_back(d.label);
-      }
-      return out;
-    }
-    json operator()(const OcrResult& r) const {
-      json out = {{"quad_boxes", json::array()}, {"labels", json::array()}};
-      for (const OcrRegion& region : r.regions) {
-        json quad = json::array();
-        for (const float c : region.quad.points) quad.push_back(Truncate(c));
-        out["quad_boxes"].push_back(std::move(quad));
-        out["labels"].push_back(region.text);
-      }
-      return out;
-    }
-    json operator()(const SegmentationResult& r) const {
-      json out = {{"polygons", json::array()}, {"labels", json::array()}};
-      for (const PolygonInstance& instance : r.instances) {
-        out["polygons"].push_back(TruncatedPolygons(instance));
-        out["labels"].push_back(instance.label);
-      }
-      return out;
-    }
-    json operator()(const OpenVocabularyResult& r) const {
-      json out = {{"bboxes", json::array()},
-                  {"bboxes_labels", json::array()},
-                  {"polygons", json::array()},
-                  {"polygons_labels", json::array()}};
-      for (const Detection& d : r.detections) {
-        out["bboxes"].push_back(TruncatedBox(d.box));
-        out["bboxes_labels"].push_back(d.label);
-      }
-      for (const PolygonInstance& instance : r.polygons) {
-        out["polygons"].push_back(TruncatedPolygons(instance));
-        out["polygons_labels"].push_back(instance.label);
-      }
-      return out;
-    }
-  };
-  return std::visit(Visitor{}, result);
-}
-
 // Compact JSON; invalid UTF-8 (a parser bug) shows as U+FFFD instead of
 // throwing.
 std::string Dump(const json& value) {
@@ -155,7 +92,8 @@ TEST(PostprocessVectorsTest, MatchTransformers) {
     SCOPED_TRACE(name + ": " + record.at("text").dump());
     const absl::StatusOr<TaskResult> result = ParseRecord(record);
     ASSERT_TRUE(result.ok()) << result.status();
-    EXPECT_EQ(Dump(TransformersShape(*result)), Dump(record.at("expected")));
+    EXPECT_EQ(Dump(TaskResultJson(*result, Coordinates::kTruncated)),
+              Dump(record.at("expected")));
     ++compared;
   }
   EXPECT_GT(compared, 0);
