@@ -23,15 +23,10 @@ namespace {
 
 using ::florence::testdata::GoodImage;
 using ::florence::testdata::ImageVectors;
-using ::florence::testdata::LoadImageVectors;
 using ::florence::testdata::ReadFileBytes;
 using ::testing::HasSubstr;
 
-const ImageVectors& Vectors() {
-  static const ImageVectors* const vectors =
-      new ImageVectors(LoadImageVectors());
-  return *vectors;
-}
+const ImageVectors& Vectors() { return testdata::SharedImageVectors(); }
 
 struct Diff {
   int max = 0;

@@ -23,16 +23,11 @@ namespace {
 
 using ::florence::testdata::GoodImage;
 using ::florence::testdata::ImageVectors;
-using ::florence::testdata::LoadImageVectors;
 using ::florence::testdata::ReadFileBytes;
 using ::florence::testdata::ReadFloats;
 using ::testing::HasSubstr;
 
-const ImageVectors& Vectors() {
-  static const ImageVectors* const vectors =
-      new ImageVectors(LoadImageVectors());
-  return *vectors;
-}
+const ImageVectors& Vectors() { return testdata::SharedImageVectors(); }
 
 PreprocessConfig Florence2Config() {
   PreprocessConfig config;

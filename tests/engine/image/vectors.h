@@ -126,6 +126,13 @@ inline ImageVectors LoadImageVectors() {
 }
 
 // Raw little-endian float32 file (the host is little-endian).
+// The vectors, loaded once per test binary.
+inline const ImageVectors& SharedImageVectors() {
+  static const ImageVectors* const vectors =
+      new ImageVectors(LoadImageVectors());
+  return *vectors;
+}
+
 inline std::vector<float> ReadFloats(const std::string& path) {
   const std::string bytes = ReadFileBytes(path);
   std::vector<float> out(bytes.size() / sizeof(float));
