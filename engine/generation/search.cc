@@ -85,6 +85,7 @@ class GreedySearch final : public Search {
     return {0};
   }
   bool done() const override { return done_; }
+  SearchResult stable_prefix() const override { return result_; }
   SearchResult result() const override { return result_; }
 
  private:
@@ -129,6 +130,30 @@ class BeamSearch final : public Search {
     r.tokens = finished_[0].tokens;
     r.token_logprobs = finished_[0].logprobs;
     r.sequence_score = finished_scores_[0].item<float>();
+    return r;
+  }
+
+  SearchResult stable_prefix() const override {
+    if (done_) return result();
+    // Hypotheses that can still be returned: the running beams and the
+    // finished ones kept (slots never filled hold no tokens and are skipped).
+    const Hypothesis& first = running_[0];
+    size_t common = first.tokens.size();
+    auto narrow = [&](const Hypothesis& h) {
+      size_t i = 0;
+      while (i < common && i < h.tokens.size() && h.tokens[i] == first.tokens[i]) ++i;
+      common = i;
+    };
+    for (const Hypothesis& h : running_) narrow(h);
+    auto finished = is_finished_.accessor<bool, 1>();
+    for (int64_t j = 0; j < nb_; ++j) {
+      if (finished[j]) narrow(finished_[j]);
+    }
+    // A shared token prefix means a shared ancestry, hence the same logprobs.
+    SearchResult r;
+    r.tokens.assign(first.tokens.begin(), first.tokens.begin() + common);
+    r.token_logprobs.assign(first.logprobs.begin(),
+                            first.logprobs.begin() + (common > 0 ? common - 1 : 0));
     return r;
   }
 

@@ -27,33 +27,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/generation/search_params.h"
 
 namespace florence::engine {
-
-struct SearchParams {
-  int max_new_tokens = 1024;
-  int min_new_tokens = 0;
-  int num_beams = 3;  // 1 = greedy
-  int no_repeat_ngram_size = 3;
-  double length_penalty = 1.0;
-  bool early_stopping = true;
-  int64_t decoder_start_token_id = 2;
-  int64_t eos_token_id = 2;
-  std::optional<int64_t> forced_bos_token_id = 0;
-  std::optional<int64_t> forced_eos_token_id = 2;
-};
-
-struct SearchResult {
-  // Decoder sequence including the start token, ending with EOS unless cut by
-  // max_new_tokens without a forced EOS.
-  std::vector<int64_t> tokens;
-  // Per generated token: its log-probability under the processed
-  // distribution (transformers' transition scores).
-  std::vector<float> token_logprobs;
-  // Beam search: the length-normalised score of the returned hypothesis;
-  // greedy: the sum of token_logprobs.
-  float sequence_score = 0;
-};
 
 class Search {
  public:
@@ -75,6 +51,12 @@ class Search {
   // caller sets cache row r := old cache row result[r] (identity for greedy).
   virtual std::vector<int64_t> Advance(const at::Tensor& logits) = 0;
   virtual bool done() const = 0;
+  // The longest prefix that every hypothesis this search can still return
+  // shares (start token included), with its tokens' log-probabilities:
+  // greedy: the whole sequence; beam search: the common prefix of the running
+  // beams and the finished hypotheses kept. It only grows between steps, so a
+  // streaming caller can publish it as final. Once done(), result().
+  virtual SearchResult stable_prefix() const = 0;
   // Valid once done().
   virtual SearchResult result() const = 0;
 };

@@ -15,6 +15,7 @@
 #include "engine/generation/search.h"
 #include "engine/image/preprocess.h"
 #include "engine/model_backend.h"
+#include "engine/pipeline/search_params_for.h"
 #include "engine/status_macros.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/torchscript_model.h"
@@ -26,48 +27,6 @@ using Clock = std::chrono::steady_clock;
 
 double MsSince(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-// The decoding parameters of `request`: config.json "generation" defaults,
-// then the request's overrides, checked against what the model can hold.
-absl::StatusOr<SearchParams> SearchParamsFor(const ModelDir& dir,
-                                             const RunRequest& request) {
-  const GenerationDefaults& g = dir.generation;
-  SearchParams p;
-  p.num_beams = static_cast<int>(request.num_beams.value_or(g.num_beams));
-  p.max_new_tokens =
-      static_cast<int>(request.max_new_tokens.value_or(g.max_new_tokens));
-  p.min_new_tokens = request.min_new_tokens.value_or(0);
-  p.no_repeat_ngram_size = static_cast<int>(g.no_repeat_ngram_size);
-  p.length_penalty = g.length_penalty;
-  p.early_stopping = g.early_stopping;
-  p.decoder_start_token_id = g.decoder_start_token_id;
-  p.eos_token_id = dir.tokens.eos;
-  p.forced_bos_token_id = g.forced_bos_token_id;
-  p.forced_eos_token_id = g.forced_eos_token_id;
-
-  // Bounds that keep one request's memory sane; Search::Create checks the
-  // rest (min <= max, ...).
-  constexpr int kMaxBeams = 16;
-  if (p.num_beams < 1 || p.num_beams > kMaxBeams) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("num_beams = ", p.num_beams,
-                     " is out of range; use 1 (greedy) to ", kMaxBeams));
-  }
-  // The decoder feeds positions 0 .. max_new_tokens - 1 (position 0 is the
-  // start token), so its position table bounds max_new_tokens.
-  const int64_t max_positions = dir.decoder.max_positions;
-  if (p.max_new_tokens < 1 || p.max_new_tokens > max_positions) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_new_tokens = ", p.max_new_tokens, " is out of range; this model ",
-        "generates 1 to ", max_positions, " tokens"));
-  }
-  if (p.min_new_tokens < 0 || p.min_new_tokens > p.max_new_tokens) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "min_new_tokens = ", p.min_new_tokens,
-        " must be between 0 and max_new_tokens = ", p.max_new_tokens));
-  }
-  return p;
 }
 
 absl::Status CheckTask(Task task) {
@@ -124,7 +83,8 @@ absl::StatusOr<RunResult> Runtime::Run(const RunRequest& request) {
   const auto start = Clock::now();
   FLORENCE_RETURN_IF_ERROR(CheckTask(request.task));
   FLORENCE_ASSIGN_OR_RETURN(const SearchParams params,
-                            SearchParamsFor(dir_, request));
+                            SearchParamsFor(dir_, request.num_beams, request.max_new_tokens,
+                                            request.min_new_tokens));
   RunResult out;
   out.task = request.task;
   out.num_beams = params.num_beams;

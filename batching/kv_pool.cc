@@ -1,0 +1,139 @@
+#include "batching/kv_pool.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
+
+namespace florence::batching {
+
+using engine::KvPair;
+
+absl::StatusOr<std::unique_ptr<KvPool>> KvPool::Create(
+    engine::ModelBackend& model, const Shape& shape, int64_t budget_bytes,
+    int max_rows) {
+  c10::InferenceMode guard;
+  // Element size from the model: a one-row, one-position probe cache.
+  FLORENCE_ASSIGN_OR_RETURN(KvPair probe, model.EmptySelfCache(1, 1));
+  const int64_t elem = probe.k.element_size();
+  const int64_t per_position = 2 * shape.layers * shape.heads * shape.head_dim * elem;
+  const int64_t row_bytes = per_position * (shape.self_len + shape.cross_len);
+  const int64_t by_budget = row_bytes > 0 ? budget_bytes / row_bytes : 0;
+  const int capacity = static_cast<int>(std::min<int64_t>(max_rows, by_budget));
+  if (capacity < 1) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the KV-cache budget of ", budget_bytes, " bytes holds no sequence: one row (",
+        shape.self_len, " decoder + ", shape.cross_len, " encoder positions) takes ",
+        row_bytes, " bytes; raise --kv_cache_bytes"));
+  }
+  try {
+    FLORENCE_ASSIGN_OR_RETURN(KvPair self, model.EmptySelfCache(capacity, shape.self_len));
+    const auto opts = probe.k.options();
+    KvPair cross{
+        at::zeros({shape.layers, capacity, shape.heads, shape.cross_len, shape.head_dim}, opts),
+        at::zeros({shape.layers, capacity, shape.heads, shape.cross_len, shape.head_dim}, opts)};
+    at::Tensor mask = at::zeros({capacity, shape.cross_len}, opts.dtype(at::kLong));
+    return std::unique_ptr<KvPool>(new KvPool(shape, capacity, row_bytes, std::move(self),
+                                              std::move(cross), std::move(mask)));
+  } catch (const c10::Error& e) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "allocating the KV-cache pool (", capacity, " rows of ", row_bytes,
+        " bytes) failed: ", e.what_without_backtrace()));
+  }
+}
+
+KvPool::KvPool(Shape shape, int capacity, int64_t row_bytes, KvPair self, KvPair cross,
+               at::Tensor mask)
+    : shape_(shape),
+      capacity_(capacity),
+      row_bytes_(row_bytes),
+      self_(std::move(self)),
+      cross_(std::move(cross)),
+      mask_(std::move(mask)) {}
+
+std::vector<int64_t> KvPool::Allocate(int n) {
+  std::vector<int64_t> rows;
+  for (int i = 0; i < n && used_ < capacity_; ++i) rows.push_back(used_++);
+  return rows;
+}
+
+void KvPool::MoveRow(int64_t from, int64_t to, int64_t self_len, int64_t cross_len) {
+  for (const at::Tensor* t : {&self_.k, &self_.v}) {
+    at::Tensor v = t->narrow(3, 0, self_len);
+    v.select(1, to).copy_(v.select(1, from));
+  }
+  for (const at::Tensor* t : {&cross_.k, &cross_.v}) {
+    at::Tensor v = t->narrow(3, 0, cross_len);
+    v.select(1, to).copy_(v.select(1, from));
+  }
+  mask_.select(0, to).copy_(mask_.select(0, from));
+}
+
+std::vector<std::pair<int64_t, int64_t>> KvPool::Free(const std::vector<int64_t>& rows,
+                                                      int64_t self_len, int64_t cross_len) {
+  c10::InferenceMode guard;
+  std::vector<bool> freed(used_, false);
+  for (int64_t r : rows) freed[r] = true;
+  const int64_t new_used = used_ - static_cast<int64_t>(rows.size());
+  std::vector<int64_t> holes;  // freed rows inside the new dense prefix
+  for (int64_t r = 0; r < new_used; ++r) {
+    if (freed[r]) holes.push_back(r);
+  }
+  std::vector<int64_t> movers;  // live rows past it
+  for (int64_t r = new_used; r < used_; ++r) {
+    if (!freed[r]) movers.push_back(r);
+  }
+  std::vector<std::pair<int64_t, int64_t>> moves;
+  // A freed row's mask must not claim real positions (rows are always
+  // rewritten by WriteCross before reuse; this keeps the pool tidy).
+  for (size_t i = 0; i < holes.size(); ++i) {
+    MoveRow(movers[i], holes[i], self_len, cross_len);
+    moves.emplace_back(movers[i], holes[i]);
+  }
+  used_ = static_cast<int>(new_used);
+  return moves;
+}
+
+void KvPool::WriteCross(int64_t row, const KvPair& cross, int64_t index, int64_t len) {
+  c10::InferenceMode guard;
+  cross_.k.select(1, row).narrow(2, 0, len).copy_(cross.k.select(1, index).narrow(2, 0, len));
+  cross_.v.select(1, row).narrow(2, 0, len).copy_(cross.v.select(1, index).narrow(2, 0, len));
+  at::Tensor m = mask_.select(0, row);
+  m.zero_();
+  m.narrow(0, 0, len).fill_(1);
+}
+
+void KvPool::Reorder(const std::vector<int64_t>& rows, const std::vector<int64_t>& sources,
+                     int64_t self_len) {
+  c10::InferenceMode guard;
+  std::vector<int64_t> src(rows.size());
+  for (size_t j = 0; j < rows.size(); ++j) src[j] = rows[sources[j]];
+  const auto dev = self_.k.device();
+  at::Tensor dst_idx = at::tensor(rows, at::kLong).to(dev);
+  at::Tensor src_idx = at::tensor(src, at::kLong).to(dev);
+  for (const at::Tensor* t : {&self_.k, &self_.v}) {
+    at::Tensor v = t->narrow(3, 0, self_len);
+    v.index_copy_(1, dst_idx, v.index_select(1, src_idx));
+  }
+}
+
+KvPair KvPool::SelfView(int64_t self_len) const {
+  return {self_.k.narrow(1, 0, used_).narrow(3, 0, self_len),
+          self_.v.narrow(1, 0, used_).narrow(3, 0, self_len)};
+}
+
+KvPair KvPool::CrossView(int64_t cross_len) const {
+  return {cross_.k.narrow(1, 0, used_).narrow(3, 0, cross_len),
+          cross_.v.narrow(1, 0, used_).narrow(3, 0, cross_len)};
+}
+
+at::Tensor KvPool::MaskView(int64_t cross_len) const {
+  return mask_.narrow(0, 0, used_).narrow(1, 0, cross_len);
+}
+
+}  // namespace florence::batching

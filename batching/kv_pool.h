@@ -1,0 +1,97 @@
+// The decoder's KV cache for every running sequence: fixed-size rows in
+// preallocated tensors, handed out per sequence (one row per beam) and kept
+// dense, so that one decode step runs over rows [0, used()) as plain views.
+//
+//   self K/V   [L, R, H, self_len, hd]   written in place by DecodeStep
+//   cross K/V  [L, R, H, cross_len, hd]  written once per sequence at join
+//   cross mask [R, cross_len] int64      1 where the encoder position is real
+//
+// A row holds one sequence at the model's full decoder length, so its size is
+// the same for every request: the pool's capacity is budget / row_bytes()
+// rows (a paged cache would let short requests take less; not done here).
+// Stale values in a reused row are finite (the pool starts zeroed and only
+// model outputs are written), and the model masks every position past a
+// row's own, so they never contribute.
+//
+// Engine-internal (Torch). Not thread-safe: the engine thread owns it.
+#ifndef FLORENCE_BATCHING_KV_POOL_H_
+#define FLORENCE_BATCHING_KV_POOL_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/model_backend.h"
+
+namespace florence::batching {
+
+class KvPool {
+ public:
+  struct Shape {
+    int64_t layers = 0;
+    int64_t heads = 0;
+    int64_t head_dim = 0;
+    int64_t self_len = 0;   // decoder positions per row
+    int64_t cross_len = 0;  // encoder positions per row
+  };
+
+  // Sizes the pool to min(max_rows, budget_bytes / row bytes) rows and
+  // allocates it zeroed through `model` (its dtype and device).
+  // ResourceExhausted, with the numbers, when the budget holds no row or the
+  // allocation fails.
+  static absl::StatusOr<std::unique_ptr<KvPool>> Create(
+      engine::ModelBackend& model, const Shape& shape, int64_t budget_bytes,
+      int max_rows);
+
+  int capacity() const { return capacity_; }
+  int used() const { return used_; }
+  int free_rows() const { return capacity_ - used_; }
+  int64_t row_bytes() const { return row_bytes_; }
+
+  // Takes `n` <= free_rows() rows (the next ones after the occupied prefix).
+  std::vector<int64_t> Allocate(int n);
+
+  // Releases `rows` and keeps the occupied rows dense by moving rows from the
+  // end into the holes; copies only the first `self_len` / `cross_len`
+  // positions (the longest in use). Returns the moves as (from, to) so the
+  // owners of moved rows can update their indices.
+  std::vector<std::pair<int64_t, int64_t>> Free(const std::vector<int64_t>& rows,
+                                                int64_t self_len,
+                                                int64_t cross_len);
+
+  // Writes sequence `index` of a CrossKv result (K/V [L, B, H, S, hd]), its
+  // first `len` positions, into `row`, and sets the row's mask.
+  void WriteCross(int64_t row, const engine::KvPair& cross, int64_t index,
+                  int64_t len);
+
+  // Beam reordering within one sequence: row rows[j] := old row
+  // rows[sources[j]], for the first `self_len` self positions.
+  void Reorder(const std::vector<int64_t>& rows,
+               const std::vector<int64_t>& sources, int64_t self_len);
+
+  // Views over the occupied rows [0, used()) and the first positions.
+  engine::KvPair SelfView(int64_t self_len) const;
+  engine::KvPair CrossView(int64_t cross_len) const;
+  at::Tensor MaskView(int64_t cross_len) const;
+
+ private:
+  KvPool(Shape shape, int capacity, int64_t row_bytes, engine::KvPair self,
+         engine::KvPair cross, at::Tensor mask);
+  void MoveRow(int64_t from, int64_t to, int64_t self_len, int64_t cross_len);
+
+  const Shape shape_;
+  const int capacity_;
+  const int64_t row_bytes_;
+  engine::KvPair self_;
+  engine::KvPair cross_;
+  at::Tensor mask_;
+  int used_ = 0;
+};
+
+}  // namespace florence::batching
+
+#endif  // FLORENCE_BATCHING_KV_POOL_H_

@@ -1,0 +1,184 @@
+// florence2-server: the Florence-2 gRPC server. Only wiring: flags ->
+// metrics, gRPC server (health NOT_SERVING), scheduler (model load + warm-up),
+// SERVING; on SIGTERM / SIGINT: NOT_SERVING, stop accepting, let in-flight
+// calls finish within --grace_period, exit 0.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "batching/scheduler.h"
+#include "server/metrics.h"
+#include "server/server.h"
+
+ABSL_FLAG(std::string, model, "models/florence2-base-random",
+          "Model directory written by tools/florence2_export.py (model.ts, config.json, "
+          "tokenizer.json, manifest.json); every file's checksum is verified at start-up.");
+ABSL_FLAG(std::string, address, "0.0.0.0:50051",
+          "gRPC listen address host:port. Port 0 picks a free port (see --port_file).");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, the bound gRPC port is written to this file once the server listens.");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "If set, the bound metrics port is written to this file once it listens.");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9090",
+          "Prometheus /metrics HTTP listen address host:port; empty disables the endpoint.");
+ABSL_FLAG(std::string, device, "cpu", "Torch device for the model: cpu, cuda, cuda:N.");
+ABSL_FLAG(int, threads, 0, "Torch intra-op threads (0 = one per core).");
+ABSL_FLAG(int, workers, 2,
+          "Threads that decode/resize images and tokenize before the model, and detokenize/parse "
+          "after it.");
+ABSL_FLAG(int, max_batch, 8, "Most requests in one encoder (vision tower + encoder) batch.");
+ABSL_FLAG(int64_t, max_delay_us, 2000,
+          "Longest wait, in microseconds, for an encoder batch to fill before it runs anyway.");
+ABSL_FLAG(int, max_queue, 256,
+          "Most requests waiting for the encoder; more get RESOURCE_EXHAUSTED with a retry hint "
+          "(trailing metadata retry-after-ms).");
+ABSL_FLAG(int64_t, kv_cache_bytes, int64_t{4} << 30,
+          "KV-cache pool budget in bytes. Each running sequence (each beam) takes one row at the "
+          "model's full decoder length; requests wait for rows rather than over-allocate.");
+ABSL_FLAG(int, max_rows, 256, "Cap on KV-cache rows (decoder batch rows) whatever the budget.");
+ABSL_FLAG(int, max_prompt_tokens, 256,
+          "Most encoder text tokens per task prompt (longer text: INVALID_ARGUMENT); sizes the "
+          "cross-attention part of each cache row.");
+ABSL_FLAG(int64_t, feature_cache_bytes, 0,
+          "Keep vision-tower outputs by image content hash within this many bytes (0 = off); a "
+          "repeated image skips the vision tower.");
+ABSL_FLAG(int64_t, max_image_bytes, int64_t{32} << 20,
+          "Largest encoded image accepted (INVALID_ARGUMENT above it).");
+ABSL_FLAG(int64_t, max_image_pixels, int64_t{64} << 20,
+          "Largest width x height accepted, checked from the image header before decoding.");
+ABSL_FLAG(int, max_message_bytes, 64 << 20,
+          "Largest gRPC message (RESOURCE_EXHAUSTED from gRPC above it).");
+ABSL_FLAG(int, keepalive_time_ms, 60000, "Server keepalive ping interval on idle connections.");
+ABSL_FLAG(int, keepalive_timeout_ms, 20000, "Close a connection whose ping is unanswered this long.");
+ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(30),
+          "On SIGTERM/SIGINT: how long in-flight calls may run before they are cancelled.");
+ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain; with --tls_key enables TLS.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle; when set, clients must present a certificate it signed (mTLS).");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "File holding a bearer token; when set, calls must send metadata "
+          "'authorization: Bearer <token>' (health and reflection stay open for probes).");
+ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error, critical or off.");
+ABSL_FLAG(bool, warmup, true, "Run one short request through the model before SERVING.");
+
+namespace {
+
+using florence::batching::Scheduler;
+using florence::server::Metrics;
+using florence::server::Server;
+using florence::server::ServerOptions;
+
+int Fail(const std::string& what, const absl::Status& status) {
+  spdlog::critical("{}: {}", what, status.ToString());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Florence-2 gRPC server (florence.v1.Florence, grpc.health.v1, reflection).\n"
+      "  florence2-server --model models/florence2-base-random --address 0.0.0.0:50051");
+  absl::ParseCommandLine(argc, argv);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
+
+  // Signals are taken synchronously by this thread (sigwait); every thread
+  // started from here on inherits the blocked mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<Metrics>> metrics =
+      Metrics::Create(absl::GetFlag(FLAGS_metrics_address));
+  if (!metrics.ok()) return Fail("metrics endpoint", metrics.status());
+  if ((*metrics)->port() > 0) spdlog::info("metrics on :{}/metrics", (*metrics)->port());
+  if (const std::string path = absl::GetFlag(FLAGS_metrics_port_file); !path.empty()) {
+    std::ofstream(path) << (*metrics)->port() << "\n";
+  }
+
+  ServerOptions so;
+  so.address = absl::GetFlag(FLAGS_address);
+  so.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  so.keepalive_time_ms = absl::GetFlag(FLAGS_keepalive_time_ms);
+  so.keepalive_timeout_ms = absl::GetFlag(FLAGS_keepalive_timeout_ms);
+  so.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  so.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  so.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  if (const std::string path = absl::GetFlag(FLAGS_auth_token_file); !path.empty()) {
+    std::ifstream in(path);
+    std::getline(in, so.auth_token);
+    if (!in && so.auth_token.empty()) {
+      return Fail("--auth_token_file", absl::InvalidArgumentError("cannot read " + path));
+    }
+    if (so.auth_token.empty()) {
+      return Fail("--auth_token_file", absl::InvalidArgumentError(path + " holds no token"));
+    }
+  }
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(so, metrics->get());
+  if (!server.ok()) return Fail("gRPC server", server.status());
+  spdlog::info("listening on {} (port {}){}{}", so.address, (*server)->port(),
+               so.tls_cert_file.empty() ? "" : ", TLS",
+               so.auth_token.empty() ? "" : ", bearer-token auth");
+  if (const std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
+    std::ofstream(path) << (*server)->port() << "\n";
+  }
+
+  Scheduler::Options opts;
+  opts.device = absl::GetFlag(FLAGS_device);
+  opts.num_threads = absl::GetFlag(FLAGS_threads);
+  opts.worker_threads = absl::GetFlag(FLAGS_workers);
+  opts.policy.max_batch = absl::GetFlag(FLAGS_max_batch);
+  opts.policy.max_delay = absl::Microseconds(absl::GetFlag(FLAGS_max_delay_us));
+  opts.max_queue = absl::GetFlag(FLAGS_max_queue);
+  opts.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_bytes);
+  opts.max_rows = absl::GetFlag(FLAGS_max_rows);
+  opts.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  opts.feature_cache_bytes = absl::GetFlag(FLAGS_feature_cache_bytes);
+  opts.decode_limits.max_bytes = absl::GetFlag(FLAGS_max_image_bytes);
+  opts.decode_limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+  const absl::Time load_start = absl::Now();
+  absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
+      Scheduler::Create(absl::GetFlag(FLAGS_model), opts, metrics->get());
+  if (!scheduler.ok()) return Fail("loading " + absl::GetFlag(FLAGS_model), scheduler.status());
+  const auto& dir = (*scheduler)->model_dir();
+  spdlog::info("model {} ({}, {}) loaded in {:.1f} s", dir.dir, dir.dtype, opts.device,
+               absl::ToDoubleSeconds(absl::Now() - load_start));
+  (*server)->Attach(scheduler->get());
+  if (absl::GetFlag(FLAGS_warmup)) {
+    const absl::Time t = absl::Now();
+    if (absl::Status st = (*scheduler)->Warmup(); !st.ok()) return Fail("warm-up", st);
+    spdlog::info("warm-up done in {:.1f} s", absl::ToDoubleSeconds(absl::Now() - t));
+  }
+  (*server)->SetServing(true);
+  spdlog::info("SERVING");
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  const absl::Duration grace = absl::GetFlag(FLAGS_grace_period);
+  spdlog::info("{} received: draining (grace period {})", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+               absl::FormatDuration(grace));
+  (*server)->SetServing(false);
+  const absl::Time deadline = absl::Now() + grace;
+  // New work on open streams is refused from now on; calls in flight go on.
+  (*scheduler)->Drain(absl::Now());
+  (*server)->Shutdown(deadline);
+  const bool drained = (*scheduler)->Drain(deadline);
+  spdlog::info("stopped ({} requests left)", drained ? 0 : (*scheduler)->in_flight());
+  scheduler->reset();
+  server->reset();
+  return 0;
+}

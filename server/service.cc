@@ -1,0 +1,601 @@
+#include "server/service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <list>
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "engine/pipeline/task_names.h"
+#include "server/convert.h"
+
+namespace florence::server {
+
+using batching::RequestHandle;
+using batching::TaskOutput;
+
+// What every reactor needs from the service, fixed at call start.
+struct FlorenceService::Context {
+  batching::Scheduler* scheduler = nullptr;
+  Metrics* metrics = nullptr;
+  grpc::CallbackServerContext* ctx = nullptr;
+  const char* method = "";
+  std::string id;
+  std::optional<engine::Task> task;
+  absl::Time start;
+
+  // Records the call's outcome (metrics, one log line, retry hint metadata).
+  // Call once, just before Finish.
+  void Record(const absl::Status& status) const {
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    if (metrics != nullptr) metrics->OnRpcDone(method, task, status.code(), seconds);
+    const std::string task_name = task ? std::string(engine::TaskName(*task)) : "-";
+    if (status.ok()) {
+      spdlog::info("[{}] {} {} OK {:.1f} ms", id, method, task_name, seconds * 1e3);
+    } else {
+      spdlog::info("[{}] {} {} {} {:.1f} ms: {}", id, method, task_name,
+                   absl::StatusCodeToString(status.code()), seconds * 1e3,
+                   std::string(status.message()));
+    }
+    if (status.code() == absl::StatusCode::kResourceExhausted && scheduler != nullptr) {
+      ctx->AddTrailingMetadata(
+          "retry-after-ms", std::to_string(absl::ToInt64Milliseconds(scheduler->RetryHint())));
+    }
+  }
+};
+
+namespace {
+
+using Context = FlorenceService::Context;
+
+absl::Time DeadlineOf(const grpc::CallbackServerContext* ctx) {
+  const auto d = ctx->deadline();
+  if (d >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(d);
+}
+
+// Request id for logs: the client's x-request-id (printable, <= 64 chars) or
+// a server counter.
+std::string RequestId(const grpc::CallbackServerContext* ctx, uint64_t counter) {
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("x-request-id");
+  if (it != md.end() && it->second.size() <= 64) {
+    std::string id(it->second.data(), it->second.size());
+    bool printable = !id.empty();
+    for (char c : id) printable &= absl::ascii_isgraph(static_cast<unsigned char>(c));
+    if (printable) return id;
+  }
+  return absl::StrCat("r", counter);
+}
+
+// Length-independent comparison of the bearer token.
+bool TokenMatches(absl::string_view got, absl::string_view want) {
+  unsigned char diff = got.size() == want.size() ? 0 : 1;
+  for (size_t i = 0; i < got.size(); ++i) {
+    diff |= static_cast<unsigned char>(got[i]) ^
+            static_cast<unsigned char>(i < want.size() ? want[i] : 0);
+  }
+  return diff == 0;
+}
+
+absl::Status Authorize(const grpc::CallbackServerContext* ctx, const std::string& token) {
+  if (token.empty()) return absl::OkStatus();
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) {
+    return absl::UnauthenticatedError(
+        "missing credentials: send metadata \"authorization: Bearer <token>\"");
+  }
+  absl::string_view value(it->second.data(), it->second.size());
+  constexpr absl::string_view kBearer = "Bearer ";
+  if (!absl::StartsWith(value, kBearer) || !TokenMatches(value.substr(kBearer.size()), token)) {
+    return absl::UnauthenticatedError("invalid bearer token");
+  }
+  return absl::OkStatus();
+}
+
+// ---- Unary RPCs --------------------------------------------------------------
+
+// Fills the typed response from the task outputs.
+using FillFn = std::function<absl::Status(std::vector<TaskOutput>&)>;
+
+class UnaryCall final : public grpc::ServerUnaryReactor {
+ public:
+  UnaryCall(Context context, absl::Status admitted, absl::StatusOr<batching::Request> request,
+            FillFn fill)
+      : context_(std::move(context)), fill_(std::move(fill)), sink_(this) {
+    absl::Status st = admitted;
+    if (st.ok()) st = request.status();
+    if (st.ok()) {
+      request->id = context_.id;
+      request->deadline = DeadlineOf(context_.ctx);
+      request->received = context_.start;
+      absl::StatusOr<RequestHandle> h = context_.scheduler->Submit(*std::move(request), &sink_);
+      if (h.ok()) {
+        handle_ = *h;
+        submitted_.store(true);
+        return;
+      }
+      st = h.status();
+    }
+    context_.Record(st);
+    Finish(ToGrpcStatus(st));
+  }
+
+  void OnCancel() override {
+    if (submitted_.load()) context_.scheduler->Cancel(handle_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  class Sink final : public batching::RequestSink {
+   public:
+    explicit Sink(UnaryCall* call) : call_(call) {}
+    void OnEvents(int, std::vector<engine::ItemEvent>) override {}
+    void OnDone(absl::StatusOr<std::vector<TaskOutput>> result) override {
+      absl::Status st = result.status();
+      if (st.ok()) st = call_->fill_(*result);
+      call_->context_.Record(st);
+      call_->Finish(ToGrpcStatus(st));  // last: the call may be deleted after
+    }
+
+   private:
+    UnaryCall* const call_;
+  };
+
+  const Context context_;
+  const FillFn fill_;
+  Sink sink_;
+  RequestHandle handle_ = 0;
+  std::atomic<bool> submitted_{false};
+};
+
+// ---- Writes shared by the streaming reactors ----------------------------------
+
+// A queue of outgoing messages with at most one write in flight, and Finish
+// once the producer is done and the queue has drained. `Reactor` is
+// ServerWriteReactor<T> or ServerBidiReactor<R, T>. Never holds its lock
+// across StartWrite or Finish.
+template <typename Reactor, typename Message>
+class WriteQueue {
+ public:
+  explicit WriteQueue(Reactor* reactor) : reactor_(reactor) {}
+
+  void Push(Message message) ABSL_LOCKS_EXCLUDED(mu_) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (broken_) return;
+      pending_.push_back(std::move(message));
+    }
+    Pump();
+  }
+  // The producer is done: Finish with `status` once everything is written.
+  void Close(grpc::Status status) ABSL_LOCKS_EXCLUDED(mu_) {
+    {
+      absl::MutexLock lock(&mu_);
+      closed_ = true;
+      status_ = std::move(status);
+    }
+    Pump();
+  }
+  // From the reactor's OnWriteDone. Returns false when the stream broke (the
+  // client went away): the caller should cancel its work.
+  bool WriteDone(bool ok) ABSL_LOCKS_EXCLUDED(mu_) {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        broken_ = true;
+        pending_.clear();
+      }
+    }
+    Pump();
+    return ok;
+  }
+
+ private:
+  void Pump() ABSL_LOCKS_EXCLUDED(mu_) {
+    enum { kNothing, kWrite, kFinish } action = kNothing;
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      if (writing_ || finished_) return;
+      if (!pending_.empty()) {
+        current_ = std::move(pending_.front());
+        pending_.pop_front();
+        writing_ = true;
+        action = kWrite;
+      } else if (closed_) {
+        finished_ = true;
+        status = status_;
+        action = kFinish;
+      }
+    }
+    if (action == kWrite) reactor_->StartWrite(&current_);
+    if (action == kFinish) reactor_->Finish(status);  // last: may delete the reactor
+  }
+
+  Reactor* const reactor_;
+  absl::Mutex mu_;  // protects everything below except current_'s contents in flight
+  std::deque<Message> pending_ ABSL_GUARDED_BY(mu_);
+  Message current_;  // the message being written (owned by gRPC until OnWriteDone)
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+// ---- Run: one task, streamed ------------------------------------------------
+
+class RunCall final : public grpc::ServerWriteReactor<v1::RunEvent> {
+ public:
+  RunCall(Context context, absl::Status admitted, absl::StatusOr<batching::Request> request,
+          bool return_mask)
+      : context_(std::move(context)), return_mask_(return_mask), writes_(this), sink_(this) {
+    absl::Status st = admitted;
+    if (st.ok()) st = request.status();
+    if (st.ok()) {
+      request->id = context_.id;
+      request->deadline = DeadlineOf(context_.ctx);
+      request->received = context_.start;
+      request->stream = true;
+      absl::StatusOr<RequestHandle> h = context_.scheduler->Submit(*std::move(request), &sink_);
+      if (h.ok()) {
+        handle_ = *h;
+        submitted_.store(true);
+        return;
+      }
+      st = h.status();
+    }
+    context_.Record(st);
+    writes_.Close(ToGrpcStatus(st));
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!writes_.WriteDone(ok) && submitted_.load()) context_.scheduler->Cancel(handle_);
+  }
+  void OnCancel() override {
+    if (submitted_.load()) context_.scheduler->Cancel(handle_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  class Sink final : public batching::RequestSink {
+   public:
+    explicit Sink(RunCall* call) : call_(call) {}
+    void OnEvents(int, std::vector<engine::ItemEvent> events) override {
+      for (const engine::ItemEvent& e : events) {
+        if (!call_->first_item_ && call_->context_.metrics != nullptr &&
+            call_->context_.task.has_value()) {
+          call_->context_.metrics->OnFirstItem(
+              *call_->context_.task, absl::ToDoubleSeconds(absl::Now() - call_->context_.start));
+        }
+        call_->first_item_ = true;
+        v1::RunEvent event;
+        ToRunEvent(e, &event);
+        call_->writes_.Push(std::move(event));
+      }
+    }
+    void OnDone(absl::StatusOr<std::vector<TaskOutput>> result) override {
+      absl::Status st = result.status();
+      if (st.ok()) {
+        v1::RunEvent event;
+        st = ToTaskResult(result->front(), call_->return_mask_, event.mutable_result());
+        if (st.ok()) call_->writes_.Push(std::move(event));
+      }
+      call_->context_.Record(st);
+      call_->writes_.Close(ToGrpcStatus(st));  // last: the call may be deleted after
+    }
+
+   private:
+    RunCall* const call_;
+  };
+
+  const Context context_;
+  const bool return_mask_;
+  WriteQueue<grpc::ServerWriteReactor<v1::RunEvent>, v1::RunEvent> writes_;
+  Sink sink_;
+  bool first_item_ = false;  // sink calls are serialized per request
+  RequestHandle handle_ = 0;
+  std::atomic<bool> submitted_{false};
+};
+
+// ---- RunStream: many requests over one bidirectional stream -------------------
+
+class StreamCall final : public grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse> {
+ public:
+  StreamCall(Context context, absl::Status admitted) : context_(std::move(context)), writes_(this) {
+    if (!admitted.ok()) {
+      context_.Record(admitted);
+      writes_.Close(ToGrpcStatus(admitted));
+      return;
+    }
+    StartRead(&incoming_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the client half-closed (or the call ended)
+      {
+        absl::MutexLock lock(&mu_);
+        reads_done_ = true;
+      }
+      MaybeClose();
+      return;
+    }
+    v1::StreamRequest request = std::move(incoming_);
+    incoming_.Clear();
+    StartRead(&incoming_);
+    Submit(std::move(request));
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!writes_.WriteDone(ok)) CancelAll();
+  }
+  void OnCancel() override { CancelAll(); }
+  void OnDone() override { delete this; }
+
+ private:
+  class Sink final : public batching::RequestSink {
+   public:
+    Sink(StreamCall* call, std::string id, bool return_mask)
+        : call_(call), id_(std::move(id)), return_mask_(return_mask) {}
+    void OnEvents(int, std::vector<engine::ItemEvent>) override {}
+    void OnDone(absl::StatusOr<std::vector<TaskOutput>> result) override {
+      v1::StreamResponse response;
+      response.set_id(id_);
+      absl::Status st = result.status();
+      if (st.ok()) st = ToTaskResult(result->front(), return_mask_, response.mutable_result());
+      if (!st.ok()) {
+        response.clear_result();
+        response.set_code(static_cast<int>(st.code()));
+        response.set_message(std::string(st.message()));
+      }
+      call_->Deliver(this, std::move(response));  // last
+    }
+    RequestHandle handle = 0;
+    bool done = false;  // guarded by the call's mu_
+
+   private:
+    StreamCall* const call_;
+    const std::string id_;
+    const bool return_mask_;
+  };
+
+  void Submit(v1::StreamRequest request) {
+    const bool return_mask = request.request().return_mask();
+    auto sink = std::make_unique<Sink>(this, request.id(), return_mask);
+    Sink* raw = sink.get();
+    absl::StatusOr<batching::Request> converted = FromTask(*request.mutable_request());
+    absl::Status st = converted.status();
+    if (st.ok()) {
+      converted->id = absl::StrCat(context_.id, "/", request.id());
+      converted->deadline = DeadlineOf(context_.ctx);
+      converted->received = absl::Now();
+      absl::MutexLock lock(&mu_);
+      if (cancelled_) {
+        st = absl::CancelledError("the stream was cancelled");
+      } else {
+        sinks_.push_back(std::move(sink));
+        ++outstanding_;
+        absl::StatusOr<RequestHandle> h = context_.scheduler->Submit(*std::move(converted), raw);
+        if (h.ok()) {
+          raw->handle = *h;
+          return;
+        }
+        --outstanding_;
+        sinks_.pop_back();
+        st = h.status();
+      }
+    }
+    v1::StreamResponse response;
+    response.set_id(request.id());
+    response.set_code(static_cast<int>(st.code()));
+    response.set_message(std::string(st.message()));
+    writes_.Push(std::move(response));
+  }
+
+  void Deliver(Sink* sink, v1::StreamResponse response) {
+    writes_.Push(std::move(response));
+    {
+      absl::MutexLock lock(&mu_);
+      sink->done = true;
+      --outstanding_;
+      // Sinks that completed earlier are no longer referenced by the
+      // scheduler; this one is still on its way out of OnDone.
+      sinks_.remove_if([sink](const std::unique_ptr<Sink>& s) { return s->done && s.get() != sink; });
+    }
+    MaybeClose();
+  }
+
+  void CancelAll() {
+    std::vector<RequestHandle> handles;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      for (const auto& s : sinks_) {
+        if (!s->done) handles.push_back(s->handle);
+      }
+    }
+    for (RequestHandle h : handles) context_.scheduler->Cancel(h);
+  }
+
+  // Finish once the client stopped sending and every request was answered.
+  void MaybeClose() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!reads_done_ || outstanding_ > 0 || closed_) return;
+      closed_ = true;
+    }
+    const absl::Status st = cancelled_for_record() ? absl::CancelledError("the stream was cancelled")
+                                                   : absl::OkStatus();
+    context_.Record(st);
+    writes_.Close(ToGrpcStatus(st));  // last
+  }
+
+  bool cancelled_for_record() {
+    absl::MutexLock lock(&mu_);
+    return cancelled_;
+  }
+
+  const Context context_;
+  WriteQueue<grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>, v1::StreamResponse>
+      writes_;
+  v1::StreamRequest incoming_;  // owned by the read in flight
+  absl::Mutex mu_;              // protects the fields below and Sink::done
+  std::list<std::unique_ptr<Sink>> sinks_ ABSL_GUARDED_BY(mu_);
+  int outstanding_ ABSL_GUARDED_BY(mu_) = 0;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Segmentation instances and the mask, which several typed responses carry.
+template <typename Response>
+void CopySegmentation(const v1::TaskResult& r, Response* out) {
+  out->mutable_instances()->CopyFrom(r.instances());
+}
+
+}  // namespace
+
+FlorenceService::FlorenceService(Metrics* metrics, std::string auth_token)
+    : metrics_(metrics), auth_token_(std::move(auth_token)) {}
+
+// Builds the call context and checks that the call may proceed.
+#define FLORENCE_CALL_CONTEXT(method_name, task_value)                                   \
+  Context context;                                                                       \
+  context.scheduler = scheduler_.load();                                                 \
+  context.metrics = metrics_;                                                            \
+  context.ctx = ctx;                                                                     \
+  context.method = method_name;                                                          \
+  context.id = RequestId(ctx, ++next_id_);                                               \
+  context.task = task_value;                                                             \
+  context.start = absl::Now();                                                           \
+  absl::Status admitted = Authorize(ctx, auth_token_);                                   \
+  if (admitted.ok() && context.scheduler == nullptr) {                                   \
+    admitted = absl::UnavailableError("the model is still loading; retry in a few seconds"); \
+  }
+
+grpc::ServerUnaryReactor* FlorenceService::Caption(grpc::CallbackServerContext* ctx,
+                                                   const v1::CaptionRequest* request,
+                                                   v1::CaptionResponse* response) {
+  v1::CaptionRequest copy = *request;
+  absl::StatusOr<batching::Request> r = FromCaption(copy);
+  FLORENCE_CALL_CONTEXT("Caption", r.ok() ? std::optional(r->tasks[0].task) : std::nullopt);
+  return new UnaryCall(std::move(context), admitted, std::move(r),
+                       [response](std::vector<TaskOutput>& out) {
+                         absl::Status st = ToTaskResult(out[0], false, response->mutable_result());
+                         response->set_text(response->result().text());
+                         return st;
+                       });
+}
+
+grpc::ServerUnaryReactor* FlorenceService::Detect(grpc::CallbackServerContext* ctx,
+                                                  const v1::DetectRequest* request,
+                                                  v1::DetectResponse* response) {
+  v1::DetectRequest copy = *request;
+  absl::StatusOr<batching::Request> r = FromDetect(copy);
+  FLORENCE_CALL_CONTEXT("Detect", r.ok() ? std::optional(r->tasks[0].task) : std::nullopt);
+  return new UnaryCall(std::move(context), admitted, std::move(r),
+                       [response](std::vector<TaskOutput>& out) {
+                         absl::Status st = ToTaskResult(out[0], false, response->mutable_result());
+                         response->mutable_detections()->CopyFrom(response->result().detections());
+                         CopySegmentation(response->result(), response);
+                         return st;
+                       });
+}
+
+grpc::ServerUnaryReactor* FlorenceService::Ocr(grpc::CallbackServerContext* ctx,
+                                               const v1::OcrRequest* request,
+                                               v1::OcrResponse* response) {
+  v1::OcrRequest copy = *request;
+  absl::StatusOr<batching::Request> r = FromOcr(copy);
+  FLORENCE_CALL_CONTEXT("Ocr", r.ok() ? std::optional(r->tasks[0].task) : std::nullopt);
+  return new UnaryCall(std::move(context), admitted, std::move(r),
+                       [response](std::vector<TaskOutput>& out) {
+                         absl::Status st = ToTaskResult(out[0], false, response->mutable_result());
+                         response->set_text(response->result().text());
+                         response->mutable_regions()->CopyFrom(response->result().ocr_regions());
+                         return st;
+                       });
+}
+
+grpc::ServerUnaryReactor* FlorenceService::Segment(grpc::CallbackServerContext* ctx,
+                                                   const v1::SegmentRequest* request,
+                                                   v1::SegmentResponse* response) {
+  v1::SegmentRequest copy = *request;
+  const bool mask = request->return_mask();
+  absl::StatusOr<batching::Request> r = FromSegment(copy);
+  FLORENCE_CALL_CONTEXT("Segment", r.ok() ? std::optional(r->tasks[0].task) : std::nullopt);
+  return new UnaryCall(std::move(context), admitted, std::move(r),
+                       [response, mask](std::vector<TaskOutput>& out) {
+                         absl::Status st = ToTaskResult(out[0], mask, response->mutable_result());
+                         CopySegmentation(response->result(), response);
+                         response->set_mask_png(response->result().mask_png());
+                         return st;
+                       });
+}
+
+grpc::ServerUnaryReactor* FlorenceService::DescribeRegion(
+    grpc::CallbackServerContext* ctx, const v1::DescribeRegionRequest* request,
+    v1::DescribeRegionResponse* response) {
+  v1::DescribeRegionRequest copy = *request;
+  absl::StatusOr<batching::Request> r = FromDescribeRegion(copy);
+  FLORENCE_CALL_CONTEXT("DescribeRegion",
+                        r.ok() ? std::optional(r->tasks[0].task) : std::nullopt);
+  return new UnaryCall(std::move(context), admitted, std::move(r),
+                       [response](std::vector<TaskOutput>& out) {
+                         absl::Status st = ToTaskResult(out[0], false, response->mutable_result());
+                         response->set_text(response->result().text());
+                         return st;
+                       });
+}
+
+grpc::ServerWriteReactor<v1::RunEvent>* FlorenceService::Run(grpc::CallbackServerContext* ctx,
+                                                             const v1::TaskRequest* request) {
+  v1::TaskRequest copy = *request;
+  absl::StatusOr<batching::Request> r = FromTask(copy);
+  FLORENCE_CALL_CONTEXT("Run", r.ok() ? std::optional(r->tasks[0].task) : std::nullopt);
+  return new RunCall(std::move(context), admitted, std::move(r), request->return_mask());
+}
+
+grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* FlorenceService::RunStream(
+    grpc::CallbackServerContext* ctx) {
+  FLORENCE_CALL_CONTEXT("RunStream", std::nullopt);
+  return new StreamCall(std::move(context), admitted);
+}
+
+grpc::ServerUnaryReactor* FlorenceService::RunMulti(grpc::CallbackServerContext* ctx,
+                                                    const v1::MultiTaskRequest* request,
+                                                    v1::MultiTaskResponse* response) {
+  v1::MultiTaskRequest copy = *request;
+  std::vector<bool> masks;
+  for (const auto& t : request->tasks()) masks.push_back(t.return_mask());
+  absl::StatusOr<batching::Request> r = FromMulti(copy);
+  FLORENCE_CALL_CONTEXT("RunMulti", r.ok() && r->tasks.size() == 1
+                                        ? std::optional(r->tasks[0].task)
+                                        : std::nullopt);
+  return new UnaryCall(std::move(context), admitted, std::move(r),
+                       [response, masks](std::vector<TaskOutput>& out) {
+                         for (size_t i = 0; i < out.size(); ++i) {
+                           absl::Status st = ToTaskResult(out[i], masks[i], response->add_results());
+                           if (!st.ok()) return st;
+                         }
+                         return absl::OkStatus();
+                       });
+}
+
+#undef FLORENCE_CALL_CONTEXT
+
+}  // namespace florence::server
