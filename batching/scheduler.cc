@@ -699,6 +699,7 @@ class SchedulerImpl final : public Scheduler {
       std::vector<int64_t> rows;
       for (auto& seq : joined) rows.insert(rows.end(), seq->rows.begin(), seq->rows.end());
       FreeRows(rows);
+      UpdateActive();
       log::Error(absl::StrCat("encoder batch of ", live.size(), " requests failed: ", st.ToString()));
       for (auto& job : live) Fail(job, st);
       return;
@@ -773,13 +774,13 @@ class SchedulerImpl final : public Scheduler {
     }
     if (!gone.empty()) {
       auto removed = RemoveIf([&](const Sequence& s) { return gone.contains(s.job.get()); });
+      UpdateActive();  // before the sinks hear of it: their rows are already free
       absl::flat_hash_map<Job*, bool> failed;
       for (auto& seq : removed) {
         if (failed.contains(seq->job.get())) continue;
         failed[seq->job.get()] = true;
         Fail(seq->job, gone[seq->job.get()]);
       }
-      UpdateActive();
     }
     if (active_.empty()) return;
 
@@ -820,13 +821,13 @@ class SchedulerImpl final : public Scheduler {
     if (!st.ok()) {
       log::Error(absl::StrCat("decode step over ", n, " rows failed: ", st.ToString()));
       auto removed = RemoveIf([](const Sequence&) { return true; });
+      UpdateActive();
       absl::flat_hash_map<Job*, bool> failed;
       for (auto& seq : removed) {
         if (failed.contains(seq->job.get())) continue;
         failed[seq->job.get()] = true;
         Fail(seq->job, st);
       }
-      UpdateActive();
       return;
     }
     finished = RemoveIf([](const Sequence& s) { return s.search->done(); });

@@ -359,8 +359,13 @@ struct Metrics::Impl {
   int port = 0;
 };
 
+int ThreadStackShimLinked();  // thread_stack.cc
+
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
     const std::string& listen_address) {
+  // Keeps thread_stack.cc's interposer in every binary that serves /metrics.
+  static const int shim_linked = ThreadStackShimLinked();
+  (void)shim_linked;
   auto impl = std::make_unique<Impl>();
   if (listen_address.empty()) {
     return absl::WrapUnique(new Metrics(std::move(impl)));

@@ -18,7 +18,7 @@ FILES = {
     "astronaut": ("astronaut.jpg", {"format": "JPEG", "quality": 90}),  # 512x512 photo
     "coffee": ("coffee.png", {"format": "PNG"}),                       # 600x400 photo
     "chelsea": ("chelsea.webp", {"format": "WEBP", "quality": 80}),    # 451x300 photo
-    "rocket": ("rocket.bmp", {"format": "BMP"}),                       # 427x640 photo
+    "rocket": ("rocket.bmp", {"format": "BMP"}),                       # 640x427 photo
     "page": ("page.tiff", {"format": "TIFF", "compression": "tiff_lzw"}),  # 191x384 scanned text
 }
 
