@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Go command-line tools the project uses into .tools/bin from the Go module proxy, pinned:
+# grpcurl (the README's example client, by server reflection). Skips tools already at the pinned version.
+# Without a Go toolchain it says so and exits 0: nothing in the build or the tests needs these tools.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+declare -A TOOLS=(
+  [grpcurl]="github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3"
+)
+if ! command -v go >/dev/null 2>&1; then
+  echo "go_tools: no Go toolchain; skipping ${!TOOLS[*]} (optional: example clients only)" >&2
+  exit 0
+fi
+mkdir -p .tools/bin
+for name in "${!TOOLS[@]}"; do
+  pkg=${TOOLS[$name]}
+  stamp=.tools/bin/.$name.version
+  if [ -x ".tools/bin/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$pkg" ]; then
+    continue
+  fi
+  echo "go_tools: installing $pkg"
+  if GOBIN="$PWD/.tools/bin" go install "$pkg"; then
+    echo "$pkg" > "$stamp"
+  else
+    echo "go_tools: could not install $pkg (optional; the examples also work with any grpcurl)" >&2
+  fi
+done
