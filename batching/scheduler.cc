@@ -941,6 +941,12 @@ class SchedulerImpl final : public Scheduler {
 absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const std::string& model_dir,
                                                              const Options& options,
                                                              SchedulerObserver* observer) {
+  return CreateWithModel(model_dir, options, observer, nullptr);
+}
+
+absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::CreateWithModel(
+    const std::string& model_dir, const Options& options, SchedulerObserver* observer,
+    std::unique_ptr<engine::ModelBackend> model) {
   if (options.policy.max_batch < 1 || options.max_queue < 1 || options.worker_threads < 1 ||
       options.max_prompt_tokens < 3 || options.policy.max_delay < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
@@ -951,9 +957,10 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(const std::string& 
   FLORENCE_RETURN_IF_ERROR(engine::ValidatePreprocessConfig(dir.preprocess));
   FLORENCE_ASSIGN_OR_RETURN(std::unique_ptr<engine::Tokenizer> tokenizer,
                             engine::Tokenizer::FromFile(dir.tokenizer_path));
-  FLORENCE_ASSIGN_OR_RETURN(
-      std::unique_ptr<engine::TorchScriptModel> model,
-      engine::TorchScriptModel::Create(dir, {options.device, options.num_threads}));
+  if (model == nullptr) {
+    FLORENCE_ASSIGN_OR_RETURN(
+        model, engine::TorchScriptModel::Create(dir, {options.device, options.num_threads}));
+  }
   KvPool::Shape shape;
   shape.layers = dir.decoder.layers;
   shape.heads = dir.decoder.heads;

@@ -40,6 +40,10 @@
 #include "engine/task.h"
 #include "engine/tokenizer/prompt.h"
 
+namespace florence::engine {
+class ModelBackend;  // engine/model_backend.h (Torch); only passed through here
+}  // namespace florence::engine
+
 namespace florence::batching {
 
 // One task on the request's image.
@@ -137,6 +141,12 @@ class Scheduler {
   static absl::StatusOr<std::unique_ptr<Scheduler>> Create(
       const std::string& model_dir, const Options& options,
       SchedulerObserver* observer);
+  // As Create, running `model` instead of loading model.ts (tests wrap the
+  // real model to inject failures; another backend could be passed the same
+  // way). The directory still provides config, tokenizer and checksums.
+  static absl::StatusOr<std::unique_ptr<Scheduler>> CreateWithModel(
+      const std::string& model_dir, const Options& options,
+      SchedulerObserver* observer, std::unique_ptr<engine::ModelBackend> model);
 
   virtual ~Scheduler() = default;
 

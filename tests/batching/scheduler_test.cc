@@ -18,7 +18,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "engine/model_dir.h"
 #include "engine/pipeline/runtime.h"
+#include "engine/torchscript_model.h"
+#include "tests/fakes/failing_backend.h"
 
 namespace florence::batching {
 namespace {
@@ -467,6 +470,101 @@ TEST_F(SchedulerTest, WarmupRunsARequest) {
   ASSERT_NE(scheduler, nullptr);
   EXPECT_TRUE(scheduler->Warmup().ok());
   EXPECT_EQ(scheduler->in_flight(), 0);
+}
+
+
+// A model that fails on a chosen call, around the real one.
+std::unique_ptr<engine::ModelBackend> Failing(testing::FailingBackend::Plan plan) {
+  auto dir = engine::LoadModelDir(LocModelDir());
+  EXPECT_TRUE(dir.ok()) << dir.status();
+  auto real = engine::TorchScriptModel::Create(*dir, {});
+  EXPECT_TRUE(real.ok()) << real.status();
+  return std::make_unique<testing::FailingBackend>(*std::move(real), plan);
+}
+
+TEST_F(SchedulerTest, AnEncoderFailureFailsItsBatchWithOneStatusAndTheNextBatchRuns) {
+  Scheduler::Options options;
+  options.policy.max_batch = 3;
+  options.policy.max_delay = absl::Seconds(1);  // the three requests fill the batch before it runs
+  options.kv_cache_bytes = int64_t{1} << 30;
+  auto s = Scheduler::CreateWithModel(LocModelDir(), options, nullptr,
+                                      Failing({.fail_image_features_call = 1}));
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto& scheduler = *s;
+  std::vector<Case> cases = {{"astronaut.jpg", Task::kCaption, "", std::nullopt, 1, 8},
+                             {"coffee.png", Task::kObjectDetection, "", std::nullopt, 3, 8},
+                             {"page.tiff", Task::kOcr, "", std::nullopt, 1, 8}};
+  std::vector<std::unique_ptr<Collector>> sinks;
+  for (const Case& c : cases) {
+    sinks.push_back(std::make_unique<Collector>());
+    ASSERT_TRUE(scheduler->Submit(MakeRequest(c), sinks.back().get()).ok());
+  }
+  for (auto& sink : sinks) {
+    const auto& out = sink->Wait();
+    EXPECT_EQ(out.status().code(), absl::StatusCode::kInternal);
+    EXPECT_THAT(out.status().message(), HasSubstr("injected failure"));
+  }
+  EXPECT_EQ(scheduler->kv_bytes_in_use(), 0);
+  for (size_t i = 0; i < cases.size(); ++i) {  // the same requests now succeed
+    Collector again;
+    ASSERT_TRUE(scheduler->Submit(MakeRequest(cases[i]), &again).ok());
+    const auto& out = again.Wait();
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_EQ(out->front().token_ids, Alone(*runtime_, cases[i]).token_ids);
+  }
+}
+
+TEST_F(SchedulerTest, ADecodeFailureFailsTheRunningRequestsAndFreesTheirRows) {
+  Scheduler::Options options;
+  options.kv_cache_bytes = int64_t{1} << 30;
+  auto s = Scheduler::CreateWithModel(LocModelDir(), options, nullptr,
+                                      Failing({.fail_decode_step_call = 5}));
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto& scheduler = *s;
+  Request a = MakeRequest({"astronaut.jpg", Task::kCaption, "", std::nullopt, 3, 40});
+  a.min_new_tokens = 40;
+  Collector sink_a;
+  ASSERT_TRUE(scheduler->Submit(std::move(a), &sink_a).ok());
+  const auto& out = sink_a.Wait();
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(out.status().message(), HasSubstr("decode_step: injected failure"));
+  EXPECT_EQ(scheduler->kv_bytes_in_use(), 0);
+  Case next{"coffee.png", Task::kOcrWithRegion, "", std::nullopt, 3, 24};
+  Collector sink_b;
+  ASSERT_TRUE(scheduler->Submit(MakeRequest(next), &sink_b).ok());
+  ASSERT_TRUE(sink_b.Wait().ok());
+  EXPECT_EQ(sink_b.Wait()->front().token_ids, Alone(*runtime_, next).token_ids);
+}
+
+TEST_F(SchedulerTest, HigherPriorityLeavesTheQueueFirst) {
+  Scheduler::Options options;
+  options.max_rows = 1;  // one sequence at a time: the queue order is the run order
+  auto scheduler = Make(options);
+  ASSERT_NE(scheduler, nullptr);
+  Request blocker = MakeRequest({"astronaut.jpg", Task::kCaption, "", std::nullopt, 1, 60});
+  blocker.min_new_tokens = 60;
+  Collector first;
+  ASSERT_TRUE(scheduler->Submit(std::move(blocker), &first).ok());
+  for (int i = 0; i < 2000 && scheduler->kv_bytes_in_use() == 0; ++i) absl::SleepFor(absl::Milliseconds(5));
+  // Queued behind it, in this order: low, normal, high, normal.
+  const std::vector<int> priorities = {-1, 0, 1, 0};
+  std::vector<std::unique_ptr<Collector>> sinks;
+  for (int p : priorities) {
+    Request r = MakeRequest({"coffee.png", Task::kCaption, "", std::nullopt, 1, 4});
+    r.priority = p;
+    sinks.push_back(std::make_unique<Collector>());
+    ASSERT_TRUE(scheduler->Submit(std::move(r), sinks.back().get()).ok());
+  }
+  // Queue time orders them: high, then the normals in arrival order, then low.
+  std::vector<double> queue_ms;
+  for (auto& sink : sinks) {
+    const auto& out = sink->Wait();
+    ASSERT_TRUE(out.ok()) << out.status();
+    queue_ms.push_back(out->front().timings.queue_ms);
+  }
+  EXPECT_LT(queue_ms[2], queue_ms[1]);
+  EXPECT_LT(queue_ms[1], queue_ms[3]);
+  EXPECT_LT(queue_ms[3], queue_ms[0]);
 }
 
 }  // namespace
