@@ -688,5 +688,23 @@ TEST(ServerLifecycle, BearerTokenIsRequiredWhenConfigured) {
   EXPECT_EQ(stack->Health(), hv1::HealthCheckResponse::SERVING);  // probes need no token
 }
 
+
+TEST(ServerLifecycle, ImagesOverTheByteLimitAreInvalidArgument) {
+  batching::Scheduler::Options options;
+  options.decode_limits.max_bytes = 1 << 20;
+  auto stack = Stack::Start(options);
+  grpc::ClientContext ctx;
+  v1::CaptionRequest req;
+  std::string big = ReadImage("rocket.bmp");  // 820 KB
+  big += big;                                 // 1.6 MB: over the 1 MiB image limit, under gRPC's
+  req.mutable_image()->set_encoded(big);
+  *req.mutable_options() = Opts(1, 4);
+  v1::CaptionResponse resp;
+  grpc::Status st = stack->stub->Caption(&ctx, req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(st.error_message(), HasSubstr("image: "));
+  EXPECT_THAT(st.error_message(), HasSubstr("1048576"));
+}
+
 }  // namespace
 }  // namespace florence::server
