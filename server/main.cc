@@ -14,6 +14,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "batching/scheduler.h"
@@ -90,6 +92,13 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Florence-2 gRPC server (florence.v1.Florence, grpc.health.v1, reflection).\n"
       "  florence2-server --model models/florence2-base-random --address 0.0.0.0:50051");
+  // --help lists this file's flags (absl matches flags to the program name by default).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view path) {
+    return absl::EndsWith(path, "server/main.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
