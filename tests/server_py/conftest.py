@@ -48,5 +48,6 @@ def start_server(assets: Assets) -> Iterator:
 
 @pytest.fixture(scope="session")
 def server(start_server, assets: Assets) -> ServerProcess:
-    """The shared plaintext server, serving the location-prone tiny model (so box tasks return boxes)."""
-    return start_server("shared", model=assets.tiny_locs)
+    """The shared plaintext server with a /metrics endpoint, serving the location-prone tiny model (so box
+    tasks return boxes)."""
+    return start_server("shared", model=assets.tiny_locs, metrics=True)

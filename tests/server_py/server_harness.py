@@ -28,6 +28,7 @@ import florence_client  # noqa: E402
 
 SERVER_BIN_ENV = "FLORENCE_SERVER_BIN"
 DEFAULT_SERVER_BIN = REPO / "build" / "server" / "florence2-server"
+CLIENT = REPO / "clients" / "python" / "florence_client.py"
 START_TIMEOUT_S = 120.0  # model load + warm-up of the tiny model takes ~2 s; generous for loaded machines
 
 
@@ -56,6 +57,14 @@ def run_tool(args: Sequence[str]) -> None:
     done = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         pytest.fail(f"{' '.join(args)} failed ({done.returncode}):\n{done.stderr[-4000:]}", pytrace=False)
+
+
+def run_client(assets: Assets, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Runs the client example (clients/python/florence_client.py) as a user would."""
+    env = {**os.environ, "FLORENCE_STUBS_CACHE": str(assets.stubs_cache)}
+    env.pop("FLORENCE_TOKEN", None)
+    return subprocess.run([sys.executable, str(CLIENT), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def health_status_name(status: int) -> str:

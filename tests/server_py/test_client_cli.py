@@ -2,29 +2,18 @@
 the real server."""
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageChops
 
-from server_harness import REPO, Assets, ServerProcess
+from server_harness import Assets, ServerProcess, run_client
 
-CLIENT = REPO / "clients" / "python" / "florence_client.py"
 # The location-prone model needs ~50 tokens for its first boxes; 160 keeps each call around a second.
 OD_ARGS = ["--task", "od", "--max-new-tokens", "160"]
 DETECTION_LINE = re.compile(r"^  \[(\d+)\] .*conf=[0-9.]+ box=\[([-0-9., ]+)\]$")
 EVENT_LINE = re.compile(r"^event detection\[(\d+)\]: (.*)$")
-
-
-def run_client(assets: Assets, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FLORENCE_STUBS_CACHE": str(assets.stubs_cache)}
-    env.pop("FLORENCE_TOKEN", None)
-    return subprocess.run([sys.executable, str(CLIENT), *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def detection_lines(stdout: str) -> list[str]:
