@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -180,13 +181,20 @@ int main(int argc, char** argv) {
   const absl::Duration grace = absl::GetFlag(FLAGS_grace_period);
   spdlog::info("{} received: draining (grace period {})", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                absl::FormatDuration(grace));
-  (*server)->SetServing(false);
   const absl::Time deadline = absl::Now() + grace;
-  // New work on open streams is refused from now on; calls in flight go on.
+  // NOT_SERVING, and new calls get UNAVAILABLE from the service (also new
+  // requests on open RunStreams, from the scheduler) while the port stays open.
+  (*server)->StartDraining();
   (*scheduler)->Drain(absl::Now());
-  (*server)->Shutdown(deadline);
+  // Requests in flight finish within the grace period ...
   const bool drained = (*scheduler)->Drain(deadline);
-  spdlog::info("stopped ({} requests left)", drained ? 0 : (*scheduler)->in_flight());
+  spdlog::info("drained: {}", drained ? "every request completed"
+                                      : absl::StrCat((*scheduler)->in_flight(),
+                                                     " requests still running at the deadline"));
+  // ... then the port closes. The second of slack lets the last responses flush; calls still open then
+  // (idle streams, health Watch streams, which never end by themselves) are cancelled.
+  (*server)->Shutdown(std::min(deadline, absl::Now() + absl::Seconds(1)));
+  spdlog::info("stopped");
   scheduler->reset();
   server->reset();
   return 0;

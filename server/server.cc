@@ -102,6 +102,11 @@ void Server::SetServing(bool serving) {
   health->SetServingStatus(kServiceName, serving);
 }
 
+void Server::StartDraining() {
+  SetServing(false);
+  impl_->service->StartDraining();
+}
+
 void Server::Shutdown(absl::Time deadline) {
   if (impl_->shut_down) return;
   impl_->shut_down = true;

@@ -47,6 +47,10 @@ class Server {
   // RPCs go to `scheduler` from now on (not owned; must outlive Shutdown).
   void Attach(batching::Scheduler* scheduler);
   void SetServing(bool serving);
+  // Health NOT_SERVING and new calls refused with UNAVAILABLE by the service
+  // (the port stays open, so clients are told rather than cut off); calls in
+  // flight go on. Then Shutdown.
+  void StartDraining();
   // Stops accepting calls; in-flight calls get until `deadline` to finish,
   // then are cancelled. Returns when every call has ended.
   void Shutdown(absl::Time deadline);

@@ -483,6 +483,9 @@ FlorenceService::FlorenceService(Metrics* metrics, std::string auth_token)
   context.task = task_value;                                                             \
   context.start = absl::Now();                                                           \
   absl::Status admitted = Authorize(ctx, auth_token_);                                   \
+  if (admitted.ok() && draining_.load()) {                                               \
+    admitted = absl::UnavailableError("the server is shutting down; retry on another replica"); \
+  }                                                                                      \
   if (admitted.ok() && context.scheduler == nullptr) {                                   \
     admitted = absl::UnavailableError("the model is still loading; retry in a few seconds"); \
   }

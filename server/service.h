@@ -7,8 +7,8 @@
 // rows are freed within one decode step. gRPC deadlines become the
 // scheduler request's deadline.
 //
-// Before a scheduler is attached (model loading, warm-up) every call gets
-// UNAVAILABLE. With an auth token configured, calls without
+// Before a scheduler is attached (model loading, warm-up) and once draining
+// has started, every call gets UNAVAILABLE. With an auth token configured, calls without
 // "authorization: Bearer <token>" metadata get UNAUTHENTICATED.
 #ifndef FLORENCE_SERVER_SERVICE_H_
 #define FLORENCE_SERVER_SERVICE_H_
@@ -29,6 +29,9 @@ class FlorenceService final : public v1::Florence::CallbackService {
 
   // Not owned; must outlive every call (the server's Shutdown waits for them).
   void Attach(batching::Scheduler* scheduler) { scheduler_.store(scheduler); }
+  // From now on new calls get UNAVAILABLE ("shutting down; retry on another
+  // replica") from the service itself, while the port still accepts them.
+  void StartDraining() { draining_.store(true); }
 
   grpc::ServerUnaryReactor* Caption(grpc::CallbackServerContext* ctx,
                                     const v1::CaptionRequest* request,
@@ -57,6 +60,7 @@ class FlorenceService final : public v1::Florence::CallbackService {
 
  private:
   std::atomic<batching::Scheduler*> scheduler_{nullptr};
+  std::atomic<bool> draining_{false};
   Metrics* const metrics_;
   const std::string auth_token_;
   std::atomic<uint64_t> next_id_{0};
