@@ -7,7 +7,7 @@ from typing import Iterator
 
 import pytest
 
-from server_harness import REPO, Assets, ServerProcess, florence_client, run_tool, server_binary
+from .server_harness import REPO, Assets, ServerProcess, florence_client, run_tool, server_binary
 
 
 @pytest.fixture(scope="session")

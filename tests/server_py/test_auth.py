@@ -7,7 +7,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from server_harness import Assets, ServerProcess, run_client
+from .server_harness import Assets, ServerProcess, run_client
 
 TOKEN = "s3cret-token.with/odd+chars=="
 

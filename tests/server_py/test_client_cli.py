@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops
 
-from server_harness import Assets, ServerProcess, run_client
+from .server_harness import Assets, ServerProcess, run_client
 
 # The location-prone model needs ~50 tokens for its first boxes; 160 keeps each call around a second.
 OD_ARGS = ["--task", "od", "--max-new-tokens", "160"]

@@ -7,7 +7,7 @@ from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from server_harness import ServerProcess
+from .server_harness import ServerProcess
 
 SERVICE = "florence.v1.Florence"
 

@@ -7,7 +7,7 @@ import urllib.request
 import grpc
 import pytest
 
-from server_harness import Assets, ServerProcess
+from .server_harness import Assets, ServerProcess
 
 N = 3
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$')

@@ -9,7 +9,7 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server_harness import Assets
+from .server_harness import Assets
 
 GRACE_S = 30
 # min = max: the tiny model cannot stop early, so each call decodes exactly this many tokens (~4 s for six

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server_harness import Assets, ServerProcess, run_client
+from .server_harness import Assets, ServerProcess, run_client
 
 
 @dataclass(frozen=True)
