@@ -99,13 +99,14 @@ std::vector<std::pair<int64_t, int64_t>> KvPool::Free(const std::vector<int64_t>
   return moves;
 }
 
-void KvPool::WriteCross(int64_t row, const KvPair& cross, int64_t index, int64_t len) {
+void KvPool::WriteCross(int64_t row, const KvPair& cross, int64_t index, int64_t len,
+                        const at::Tensor& mask) {
   c10::InferenceMode guard;
   cross_.k.select(1, row).narrow(2, 0, len).copy_(cross.k.select(1, index).narrow(2, 0, len));
   cross_.v.select(1, row).narrow(2, 0, len).copy_(cross.v.select(1, index).narrow(2, 0, len));
   at::Tensor m = mask_.select(0, row);
   m.zero_();
-  m.narrow(0, 0, len).fill_(1);
+  m.narrow(0, 0, len).copy_(mask.narrow(0, 0, len));
 }
 
 void KvPool::Reorder(const std::vector<int64_t>& rows, const std::vector<int64_t>& sources,

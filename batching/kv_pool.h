@@ -64,9 +64,10 @@ class KvPool {
                                                 int64_t cross_len);
 
   // Writes sequence `index` of a CrossKv result (K/V [L, B, H, S, hd]), its
-  // first `len` positions, into `row`, and sets the row's mask.
+  // first `len` positions, into `row`, and sets the row's mask to the first
+  // `len` entries of `mask` (that sequence's encoder attention mask).
   void WriteCross(int64_t row, const engine::KvPair& cross, int64_t index,
-                  int64_t len);
+                  int64_t len, const at::Tensor& mask);
 
   // Beam reordering within one sequence: row rows[j] := old row
   // rows[sources[j]], for the first `self_len` self positions.

@@ -127,8 +127,13 @@ struct Job {
   // engine thread after (the queue's mutex orders the two).
   std::vector<float> pixels;
   std::string image_key;  // SHA-256 of the image, when the feature cache is on
-  int width = 0;
+  int width = 0;   // the original image
   int height = 0;
+  // The size location bins refer to: the image itself, or the letterbox
+  // canvas in original pixels.
+  int coord_width = 0;
+  int coord_height = 0;
+  std::vector<uint8_t> image_token_mask;  // letterbox: 0 = padding token; empty = all real
   std::vector<std::vector<int32_t>> prompt_ids;
   double prepare_ms = 0;
   absl::Time enqueued;
@@ -195,6 +200,17 @@ class FeatureCache {
   absl::flat_hash_map<std::string, Entry> map_;
 };
 
+// Canvas pixels per image-token side: N = 1 + g*g tokens over a size x size
+// canvas (768 / 24 = 32 for Florence-2); 0 if the model's tokens do not form
+// such a grid.
+int LetterboxPatch(const engine::ModelDir& dir) {
+  const int64_t cells = dir.num_image_tokens - 1;
+  int64_t g = 1;
+  while (g * g < cells) ++g;
+  if (g * g != cells || dir.preprocess.size % g != 0) return 0;
+  return static_cast<int>(dir.preprocess.size / g);
+}
+
 std::string Sha256Of(absl::string_view a, absl::string_view b) {
   SHA256_CTX ctx;
   SHA256_Init(&ctx);
@@ -217,6 +233,7 @@ class SchedulerImpl final : public Scheduler {
         options_(options),
         observer_(observer != nullptr ? observer : &null_observer_),
         features_(options.feature_cache_bytes),
+        letterbox_patch_(LetterboxPatch(dir_)),
         pool_(std::make_unique<WorkerPool>(options.worker_threads)) {
     engine_thread_ = std::thread([this] { EngineLoop(); });
   }
@@ -480,14 +497,26 @@ class SchedulerImpl final : public Scheduler {
     }
     job.width = image->width;
     job.height = image->height;
+    const bool letterbox = options_.image_mode == Options::ImageMode::kLetterbox;
+    // Letterbox: prompts quantize regions against the square canvas (side
+    // max(W, H) in original pixels), after checking them against the image.
+    job.coord_width = letterbox ? std::max(image->width, image->height) : image->width;
+    job.coord_height = letterbox ? std::max(image->width, image->height) : image->height;
     for (size_t i = 0; i < r.tasks.size(); ++i) {
       const TaskInput& t = r.tasks[i];
-      absl::StatusOr<std::vector<int32_t>> ids = engine::EncodePrompt(
-          *tokenizer_, t.task, t.text, t.region, image->width, image->height,
-          static_cast<int>(dir_.decoder.max_positions), static_cast<int>(dir_.num_image_tokens));
       const std::string where =
           r.tasks.size() > 1 ? absl::StrCat("tasks[", i, "] ", engine::SpecOf(t.task).token, ": ")
                              : absl::StrCat(engine::SpecOf(t.task).token, ": ");
+      if (letterbox && t.region.has_value()) {
+        absl::StatusOr<std::array<int, 4>> inside =
+            engine::QuantizeBox(*t.region, image->width, image->height);
+        if (!inside.ok()) {
+          return absl::Status(inside.status().code(), absl::StrCat(where, inside.status().message()));
+        }
+      }
+      absl::StatusOr<std::vector<int32_t>> ids = engine::EncodePrompt(
+          *tokenizer_, t.task, t.text, t.region, job.coord_width, job.coord_height,
+          static_cast<int>(dir_.decoder.max_positions), static_cast<int>(dir_.num_image_tokens));
       if (!ids.ok()) {
         return absl::Status(ids.status().code(), absl::StrCat(where, ids.status().message()));
       }
@@ -504,6 +533,17 @@ class SchedulerImpl final : public Scheduler {
                                      absl::string_view(reinterpret_cast<const char*>(image->rgb.data()),
                                                        image->rgb.size()))
                           : Sha256Of("encoded:", r.encoded_image);
+    }
+    if (letterbox) {
+      job.pixels.resize(engine::PreprocessedSize(dir_.preprocess));
+      FLORENCE_ASSIGN_OR_RETURN(
+          engine::Letterbox box,
+          engine::PreprocessLetterboxInto(*image, dir_.preprocess, absl::MakeSpan(job.pixels)));
+      job.image_token_mask = engine::LetterboxTokenMask(
+          box, static_cast<int>(dir_.preprocess.size), letterbox_patch_);
+      job.request.encoded_image = std::string();
+      job.request.raw.reset();
+      return absl::OkStatus();
     }
     job.pixels.resize(engine::PreprocessedSize(dir_.preprocess));
     FLORENCE_RETURN_IF_ERROR(
@@ -662,13 +702,18 @@ class SchedulerImpl final : public Scheduler {
           auto acc = ids.accessor<int64_t, 2>();
           for (size_t t = 0; t < p.size(); ++t) acc[row][t] = p[t];
           mask[row].narrow(0, 0, n_img + static_cast<int64_t>(p.size())).fill_(1);
+          if (!job->image_token_mask.empty()) {  // letterbox: padding tokens masked
+            auto m = mask.accessor<int64_t, 2>();
+            for (int64_t i = 0; i < n_img; ++i) m[row][i] = job->image_token_mask[i];
+          }
           lens.push_back(n_img + static_cast<int64_t>(p.size()));
           ++row;
         }
       }
       at::Tensor feats = at::cat(rows_features, 0);
+      const at::Tensor mask_dev = mask.to(device);
       FLORENCE_ASSIGN_OR_RETURN(at::Tensor encoded,
-                                model_->Encode(feats, ids.to(device), mask.to(device)));
+                                model_->Encode(feats, ids.to(device), mask_dev));
       FLORENCE_ASSIGN_OR_RETURN(KvPair cross, model_->CrossKv(encoded));
       const absl::Time done = absl::Now();
       row = 0;
@@ -681,7 +726,7 @@ class SchedulerImpl final : public Scheduler {
           FLORENCE_ASSIGN_OR_RETURN(seq->search, engine::Search::Create(job->params));
           seq->rows = kv_->Allocate(seq->search->rows());
           seq->cross_len = lens[row];
-          for (int64_t r : seq->rows) kv_->WriteCross(r, cross, row, lens[row]);
+          for (int64_t r : seq->rows) kv_->WriteCross(r, cross, row, lens[row], mask_dev[row]);
           seq->joined = done;
           seq->timings.prepare_ms = job->prepare_ms;
           seq->timings.queue_ms = MsBetween(job->request.received, start);
@@ -866,7 +911,7 @@ class SchedulerImpl final : public Scheduler {
     auto& t = job.trackers[index];
     if (!t) {
       t = std::make_unique<engine::ItemTracker>(*tokenizer_, job.request.tasks[index].task,
-                                                job.width, job.height);
+                                                job.coord_width, job.coord_height);
     }
     return *t;
   }
@@ -885,7 +930,7 @@ class SchedulerImpl final : public Scheduler {
     const std::vector<int32_t> ids32(out.token_ids.begin(), out.token_ids.end());
     out.generated_text = tokenizer_->Decode(ids32, /*skip_special_tokens=*/false);
     absl::StatusOr<engine::TaskResult> parsed =
-        engine::ParseGeneration(task, out.generated_text, job->width, job->height);
+        engine::ParseGeneration(task, out.generated_text, job->coord_width, job->coord_height);
     if (!parsed.ok()) {
       Complete(job, parsed.status());
       return;
@@ -917,6 +962,7 @@ class SchedulerImpl final : public Scheduler {
   NullObserver null_observer_;
   SchedulerObserver* const observer_;
   FeatureCache features_;  // engine thread
+  const int letterbox_patch_;  // canvas pixels per image token side
 
   mutable absl::Mutex mu_;  // protects the queue, registry and counters below
   absl::CondVar work_cv_;   // signalled on new queued work, cancel, stop
@@ -957,6 +1003,11 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::CreateWithModel(
   FLORENCE_RETURN_IF_ERROR(engine::ValidatePreprocessConfig(dir.preprocess));
   FLORENCE_ASSIGN_OR_RETURN(std::unique_ptr<engine::Tokenizer> tokenizer,
                             engine::Tokenizer::FromFile(dir.tokenizer_path));
+  if (options.image_mode == Options::ImageMode::kLetterbox && LetterboxPatch(dir) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "letterbox image mode needs the image tokens to form a square grid over the canvas; this model "
+        "has ", dir.num_image_tokens, " tokens on a ", dir.preprocess.size, " px canvas"));
+  }
   if (model == nullptr) {
     FLORENCE_ASSIGN_OR_RETURN(
         model, engine::TorchScriptModel::Create(dir, {options.device, options.num_threads}));

@@ -132,6 +132,13 @@ class Scheduler {
     int max_prompt_tokens = 256; // encoder text tokens a request may use
     // Image features kept by content hash (0 = no cache).
     int64_t feature_cache_bytes = 0;
+    // kResize: transformers' preprocessing (stretch to 768x768), the parity
+    // default. kLetterbox: aspect ratio kept, the image at the top-left of the
+    // square canvas and the image tokens that cover only padding masked out of
+    // the encoder (engine/image/preprocess.h PreprocessLetterboxInto);
+    // coordinates still come back in original pixels.
+    enum class ImageMode { kResize, kLetterbox };
+    ImageMode image_mode = ImageMode::kResize;
     engine::DecodeLimits decode_limits;
   };
 

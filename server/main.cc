@@ -55,6 +55,10 @@ ABSL_FLAG(int, max_prompt_tokens, 256,
 ABSL_FLAG(int64_t, feature_cache_bytes, 0,
           "Keep vision-tower outputs by image content hash within this many bytes (0 = off); a "
           "repeated image skips the vision tower.");
+ABSL_FLAG(std::string, image_mode, "resize",
+          "resize: stretch every image to the model's 768x768 input as transformers does (parity). "
+          "letterbox: keep the aspect ratio, pad to the square input and mask the padding tokens out of "
+          "the encoder; coordinates still come back in original pixels.");
 ABSL_FLAG(int64_t, max_image_bytes, int64_t{32} << 20,
           "Largest encoded image accepted (INVALID_ARGUMENT above it).");
 ABSL_FLAG(int64_t, max_image_pixels, int64_t{64} << 20,
@@ -159,6 +163,11 @@ int main(int argc, char** argv) {
   opts.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
   opts.feature_cache_bytes = absl::GetFlag(FLAGS_feature_cache_bytes);
   opts.decode_limits.max_bytes = absl::GetFlag(FLAGS_max_image_bytes);
+  if (const std::string mode = absl::GetFlag(FLAGS_image_mode); mode == "letterbox") {
+    opts.image_mode = Scheduler::Options::ImageMode::kLetterbox;
+  } else if (mode != "resize") {
+    return Fail("--image_mode", absl::InvalidArgumentError("use resize or letterbox, not " + mode));
+  }
   opts.decode_limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   const absl::Time load_start = absl::Now();
   absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =

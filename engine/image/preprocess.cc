@@ -245,6 +245,70 @@ absl::Status PreprocessInto(const RgbImage& image,
   return absl::OkStatus();
 }
 
+absl::StatusOr<Letterbox> PreprocessLetterboxInto(const RgbImage& image,
+                                                  const PreprocessConfig& config,
+                                                  absl::Span<float> out) {
+  FLORENCE_RETURN_IF_ERROR(ValidatePreprocessConfig(config));
+  if (out.size() != PreprocessedSize(config)) {
+    return absl::InvalidArgumentError(absl::StrCat("output buffer holds ",
+                                                   out.size(), " floats, need ",
+                                                   PreprocessedSize(config)));
+  }
+  if (image.width <= 0 || image.height <= 0 ||
+      image.rgb.size() != size_t{3} * image.width * image.height) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("not a valid RGB image: ", image.width, "x", image.height,
+                     " with ", image.rgb.size(), " bytes"));
+  }
+  const int size = static_cast<int>(config.size);
+  Letterbox box;
+  box.canvas_side = std::max(image.width, image.height);
+  const double scale = static_cast<double>(size) / box.canvas_side;
+  box.content_width = std::clamp(
+      static_cast<int>(std::lround(image.width * scale)), 1, size);
+  box.content_height = std::clamp(
+      static_cast<int>(std::lround(image.height * scale)), 1, size);
+  const RgbImage resized =
+      ResizeBicubic(image, box.content_width, box.content_height);
+  float table[3][256];
+  for (int c = 0; c < 3; ++c) {
+    const auto mean = static_cast<float>(config.mean[c]);
+    const auto std = static_cast<float>(config.std[c]);
+    for (int v = 0; v < 256; ++v) {
+      const auto rescaled = static_cast<float>(v * config.rescale_factor);
+      table[c][v] = (rescaled - mean) / std;
+    }
+  }
+  std::fill(out.begin(), out.end(), 0.0f);
+  const size_t plane = static_cast<size_t>(size) * size;
+  for (int y = 0; y < box.content_height; ++y) {
+    for (int x = 0; x < box.content_width; ++x) {
+      const uint8_t* px =
+          &resized.rgb[3 * (static_cast<size_t>(y) * box.content_width + x)];
+      const size_t i = static_cast<size_t>(y) * size + x;
+      out[i] = table[0][px[0]];
+      out[plane + i] = table[1][px[1]];
+      out[2 * plane + i] = table[2][px[2]];
+    }
+  }
+  return box;
+}
+
+std::vector<uint8_t> LetterboxTokenMask(const Letterbox& box, int size,
+                                        int patch) {
+  const int grid = size / patch;
+  std::vector<uint8_t> mask(1 + static_cast<size_t>(grid) * grid, 0);
+  mask[0] = 1;
+  for (int gy = 0; gy < grid; ++gy) {
+    for (int gx = 0; gx < grid; ++gx) {
+      if (gy * patch < box.content_height && gx * patch < box.content_width) {
+        mask[1 + static_cast<size_t>(gy) * grid + gx] = 1;
+      }
+    }
+  }
+  return mask;
+}
+
 absl::StatusOr<std::vector<float>> Preprocess(const RgbImage& image,
                                               const PreprocessConfig& config) {
   FLORENCE_RETURN_IF_ERROR(ValidatePreprocessConfig(config));

@@ -53,6 +53,28 @@ absl::Status PreprocessInto(const RgbImage& image,
                             const PreprocessConfig& config,
                             absl::Span<float> out);
 
+// The aspect-preserving alternative (not transformers' preprocessing, so not
+// part of its parity): the image is resized with the same bicubic so that its
+// longer side fills `size`, placed at the top-left of a size x size canvas,
+// normalized like PreprocessInto, and the rest of the canvas is 0 (the
+// normalized mean colour). The canvas then stands for a square of
+// max(width, height) original pixels, so location bins map back to original
+// pixels with that side. Returns the content's size on the canvas.
+struct Letterbox {
+  int content_width = 0;   // pixels of the canvas holding the image
+  int content_height = 0;
+  int canvas_side = 0;     // max(width, height): the canvas in original pixels
+};
+absl::StatusOr<Letterbox> PreprocessLetterboxInto(const RgbImage& image,
+                                                  const PreprocessConfig& config,
+                                                  absl::Span<float> out);
+
+// Which of the model's image tokens see the letterboxed content: token 0 (the
+// pooled token) and every `patch` x `patch` cell of the canvas (row-major,
+// size / patch per side) that overlaps the content; 0 for cells wholly in
+// the padding, which the encoder then masks out.
+std::vector<uint8_t> LetterboxTokenMask(const Letterbox& box, int size, int patch);
+
 // As PreprocessInto, into a new buffer.
 absl::StatusOr<std::vector<float>> Preprocess(const RgbImage& image,
                                               const PreprocessConfig& config);

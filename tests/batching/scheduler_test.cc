@@ -567,5 +567,56 @@ TEST_F(SchedulerTest, HigherPriorityLeavesTheQueueFirst) {
   EXPECT_LT(queue_ms[3], queue_ms[0]);
 }
 
+
+TEST_F(SchedulerTest, LetterboxKeepsTheAspectRatioAndTheBatchingContract) {
+  Scheduler::Options options;
+  options.image_mode = Scheduler::Options::ImageMode::kLetterbox;
+  options.policy.max_batch = 4;
+  options.policy.max_delay = absl::Milliseconds(20);
+  auto scheduler = Make(options);
+  ASSERT_NE(scheduler, nullptr);
+  // A square image letterboxes to exactly transformers' resize: same tokens.
+  Case square{"astronaut.jpg", Task::kObjectDetection, "", std::nullopt, 3, 32};
+  Collector sq;
+  ASSERT_TRUE(scheduler->Submit(MakeRequest(square), &sq).ok());
+  ASSERT_TRUE(sq.Wait().ok()) << sq.Wait().status();
+  EXPECT_EQ(sq.Wait()->front().token_ids, Alone(*runtime_, square).token_ids);
+
+  // Non-square images: each alone, then all together, give the same tokens.
+  std::vector<Case> cases = {{"coffee.png", Task::kObjectDetection, "", std::nullopt, 1, 48},
+                             {"page.tiff", Task::kOcrWithRegion, "", std::nullopt, 3, 32},
+                             {"rocket.bmp", Task::kRegionToCategory, "",
+                              engine::RegionBox{100, 50, 400, 420}, 1, 16},
+                             {"chelsea.webp", Task::kCaption, "", std::nullopt, 3, 24}};
+  std::vector<std::vector<int64_t>> alone;
+  for (const Case& c : cases) {
+    Collector one;
+    ASSERT_TRUE(scheduler->Submit(MakeRequest(c), &one).ok());
+    ASSERT_TRUE(one.Wait().ok()) << one.Wait().status();
+    alone.push_back(one.Wait()->front().token_ids);
+  }
+  std::vector<std::unique_ptr<Collector>> sinks;
+  for (const Case& c : cases) {
+    sinks.push_back(std::make_unique<Collector>());
+    ASSERT_TRUE(scheduler->Submit(MakeRequest(c), sinks.back().get()).ok());
+  }
+  int differs_from_resize = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    ASSERT_TRUE(sinks[i]->Wait().ok());
+    EXPECT_EQ(sinks[i]->Wait()->front().token_ids, alone[i]) << cases[i].image;
+    differs_from_resize += alone[i] != Alone(*runtime_, cases[i]).token_ids;
+  }
+  // The padded, masked input is not the stretched one: the model sees it.
+  EXPECT_GT(differs_from_resize, 0);
+
+  // A region must lie in the image, not merely in the square canvas.
+  Request outside = MakeRequest({"coffee.png", Task::kRegionToCategory, "",
+                                 engine::RegionBox{10, 450, 100, 550}, 1, 4});
+  Collector bad;
+  ASSERT_TRUE(scheduler->Submit(std::move(outside), &bad).ok());
+  EXPECT_EQ(bad.Wait().status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.Wait().status().message(), HasSubstr("outside the image"));
+}
+
 }  // namespace
 }  // namespace florence::batching
