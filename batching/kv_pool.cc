@@ -112,14 +112,37 @@ void KvPool::WriteCross(int64_t row, const KvPair& cross, int64_t index, int64_t
 void KvPool::Reorder(const std::vector<int64_t>& rows, const std::vector<int64_t>& sources,
                      int64_t self_len) {
   c10::InferenceMode guard;
-  std::vector<int64_t> src(rows.size());
-  for (size_t j = 0; j < rows.size(); ++j) src[j] = rows[sources[j]];
-  const auto dev = self_.k.device();
-  at::Tensor dst_idx = at::tensor(rows, at::kLong).to(dev);
-  at::Tensor src_idx = at::tensor(src, at::kLong).to(dev);
-  for (const at::Tensor* t : {&self_.k, &self_.v}) {
-    at::Tensor v = t->narrow(3, 0, self_len);
-    v.index_copy_(1, dst_idx, v.index_select(1, src_idx));
+  // Only rows whose source differs are written, one row at a time: gathering
+  // over the pool tensor (index_select on the [L, R, H, P, hd] view) would
+  // first copy every row of the pool. The sources of those rows are staged in
+  // a scratch buffer, since a source may itself be overwritten.
+  std::vector<int64_t> slot_of(rows.size(), -1);  // source index -> scratch slot
+  std::vector<int64_t> staged;                     // scratch slot -> source index
+  for (size_t j = 0; j < rows.size(); ++j) {
+    const int64_t src = sources[j];
+    if (src == static_cast<int64_t>(j) || slot_of[src] >= 0) continue;
+    slot_of[src] = static_cast<int64_t>(staged.size());
+    staged.push_back(src);
+  }
+  if (staged.empty()) return;
+  const int64_t slots = static_cast<int64_t>(staged.size());
+  if (!scratch_.defined() || scratch_.size(1) < slots) {
+    scratch_ = at::empty({2, std::max<int64_t>(slots, 4), shape_.layers, shape_.heads,
+                          shape_.self_len, shape_.head_dim},
+                         self_.k.options());
+  }
+  const at::Tensor* caches[2] = {&self_.k, &self_.v};
+  for (int kv = 0; kv < 2; ++kv) {
+    for (int64_t slot = 0; slot < slots; ++slot) {
+      scratch_[kv][slot].narrow(2, 0, self_len).copy_(
+          caches[kv]->select(1, rows[staged[slot]]).narrow(2, 0, self_len));
+    }
+    for (size_t j = 0; j < rows.size(); ++j) {
+      const int64_t src = sources[j];
+      if (src == static_cast<int64_t>(j)) continue;
+      caches[kv]->select(1, rows[j]).narrow(2, 0, self_len).copy_(
+          scratch_[kv][slot_of[src]].narrow(2, 0, self_len));
+    }
   }
 }
 

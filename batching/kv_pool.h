@@ -90,6 +90,7 @@ class KvPool {
   engine::KvPair self_;
   engine::KvPair cross_;
   at::Tensor mask_;
+  at::Tensor scratch_;  // [2 (K, V), slots, L, H, self_len, hd], grown on demand by Reorder
   int used_ = 0;
 };
 
