@@ -206,9 +206,12 @@ absl::Status ValidatePreprocessConfig(const PreprocessConfig& config) {
   return absl::OkStatus();
 }
 
-absl::Status PreprocessInto(const RgbImage& image,
-                            const PreprocessConfig& config,
-                            absl::Span<float> out) {
+namespace {
+
+// The checks both preprocessing variants make before touching pixels.
+absl::Status CheckPreprocessInputs(const RgbImage& image,
+                                   const PreprocessConfig& config,
+                                   absl::Span<float> out) {
   FLORENCE_RETURN_IF_ERROR(ValidatePreprocessConfig(config));
   if (out.size() != PreprocessedSize(config)) {
     return absl::InvalidArgumentError(absl::StrCat("output buffer holds ",
@@ -221,11 +224,15 @@ absl::Status PreprocessInto(const RgbImage& image,
         absl::StrCat("not a valid RGB image: ", image.width, "x", image.height,
                      " with ", image.rgb.size(), " bytes"));
   }
-  const int size = static_cast<int>(config.size);
-  const RgbImage resized = ResizeBicubic(image, size, size);
+  return absl::OkStatus();
+}
 
-  // rescale in double then float32 (transformers' rescale), normalize in
-  // float32 (its normalize): one table per channel.
+// Writes `image` (already at its canvas size) normalized into the top-left of
+// the size x size planes of `out`: rescale in double then float32
+// (transformers' rescale), normalize in float32 (its normalize), one table
+// per channel.
+void NormalizeInto(const RgbImage& image, const PreprocessConfig& config,
+                   absl::Span<float> out) {
   float table[3][256];
   for (int c = 0; c < 3; ++c) {
     const auto mean = static_cast<float>(config.mean[c]);
@@ -235,31 +242,35 @@ absl::Status PreprocessInto(const RgbImage& image,
       table[c][v] = (rescaled - mean) / std;
     }
   }
-  const size_t plane = static_cast<size_t>(size) * size;
-  const uint8_t* src = resized.rgb.data();
-  for (size_t i = 0; i < plane; ++i) {
-    out[i] = table[0][src[3 * i]];
-    out[plane + i] = table[1][src[3 * i + 1]];
-    out[2 * plane + i] = table[2][src[3 * i + 2]];
+  const size_t size = static_cast<size_t>(config.size);
+  const size_t plane = size * size;
+  for (int y = 0; y < image.height; ++y) {
+    for (int x = 0; x < image.width; ++x) {
+      const uint8_t* px =
+          &image.rgb[3 * (static_cast<size_t>(y) * image.width + x)];
+      const size_t i = static_cast<size_t>(y) * size + x;
+      out[i] = table[0][px[0]];
+      out[plane + i] = table[1][px[1]];
+      out[2 * plane + i] = table[2][px[2]];
+    }
   }
+}
+
+}  // namespace
+
+absl::Status PreprocessInto(const RgbImage& image,
+                            const PreprocessConfig& config,
+                            absl::Span<float> out) {
+  FLORENCE_RETURN_IF_ERROR(CheckPreprocessInputs(image, config, out));
+  const int size = static_cast<int>(config.size);
+  NormalizeInto(ResizeBicubic(image, size, size), config, out);
   return absl::OkStatus();
 }
 
 absl::StatusOr<Letterbox> PreprocessLetterboxInto(const RgbImage& image,
                                                   const PreprocessConfig& config,
                                                   absl::Span<float> out) {
-  FLORENCE_RETURN_IF_ERROR(ValidatePreprocessConfig(config));
-  if (out.size() != PreprocessedSize(config)) {
-    return absl::InvalidArgumentError(absl::StrCat("output buffer holds ",
-                                                   out.size(), " floats, need ",
-                                                   PreprocessedSize(config)));
-  }
-  if (image.width <= 0 || image.height <= 0 ||
-      image.rgb.size() != size_t{3} * image.width * image.height) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("not a valid RGB image: ", image.width, "x", image.height,
-                     " with ", image.rgb.size(), " bytes"));
-  }
+  FLORENCE_RETURN_IF_ERROR(CheckPreprocessInputs(image, config, out));
   const int size = static_cast<int>(config.size);
   Letterbox box;
   box.canvas_side = std::max(image.width, image.height);
@@ -268,29 +279,9 @@ absl::StatusOr<Letterbox> PreprocessLetterboxInto(const RgbImage& image,
       static_cast<int>(std::lround(image.width * scale)), 1, size);
   box.content_height = std::clamp(
       static_cast<int>(std::lround(image.height * scale)), 1, size);
-  const RgbImage resized =
-      ResizeBicubic(image, box.content_width, box.content_height);
-  float table[3][256];
-  for (int c = 0; c < 3; ++c) {
-    const auto mean = static_cast<float>(config.mean[c]);
-    const auto std = static_cast<float>(config.std[c]);
-    for (int v = 0; v < 256; ++v) {
-      const auto rescaled = static_cast<float>(v * config.rescale_factor);
-      table[c][v] = (rescaled - mean) / std;
-    }
-  }
   std::fill(out.begin(), out.end(), 0.0f);
-  const size_t plane = static_cast<size_t>(size) * size;
-  for (int y = 0; y < box.content_height; ++y) {
-    for (int x = 0; x < box.content_width; ++x) {
-      const uint8_t* px =
-          &resized.rgb[3 * (static_cast<size_t>(y) * box.content_width + x)];
-      const size_t i = static_cast<size_t>(y) * size + x;
-      out[i] = table[0][px[0]];
-      out[plane + i] = table[1][px[1]];
-      out[2 * plane + i] = table[2][px[2]];
-    }
-  }
+  NormalizeInto(ResizeBicubic(image, box.content_width, box.content_height),
+                config, out);
   return box;
 }
 
