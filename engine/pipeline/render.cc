@@ -1,11 +1,9 @@
 #include "engine/pipeline/render.h"
 
-#include <png.h>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <csetjmp>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -14,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "engine/image/encode_png.h"
 
 namespace florence::engine {
 namespace {
@@ -290,51 +289,6 @@ void DrawBanner(Canvas& canvas, absl::string_view text, const Style& style) {
   }
 }
 
-// ---- PNG ----------------------------------------------------------------
-
-struct PngWriter {
-  std::string* out = nullptr;
-  char message[256] = "";
-};
-
-[[noreturn]] void OnPngError(png_structp png, png_const_charp message) {
-  auto* w = static_cast<PngWriter*>(png_get_error_ptr(png));
-  std::snprintf(w->message, sizeof(w->message), "%s", message);
-  png_longjmp(png, 1);
-}
-
-void OnPngWarning(png_structp, png_const_charp) {}
-
-void OnPngWrite(png_structp png, png_bytep data, size_t length) {
-  auto* w = static_cast<PngWriter*>(png_get_io_ptr(png));
-  w->out->append(reinterpret_cast<const char*>(data), length);
-}
-
-void OnPngFlush(png_structp) {}
-
-// libpng's longjmp lands in this frame, which holds no objects with
-// destructors; `rows` and `writer` belong to the caller. Returns false on
-// error (writer->message says why).
-bool WritePng(const RgbImage& image, png_bytep* rows, PngWriter* writer) {
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, writer,
-                                            OnPngError, OnPngWarning);
-  if (png == nullptr) return false;
-  png_infop info = png_create_info_struct(png);
-  if (info == nullptr || setjmp(png_jmpbuf(png))) {
-    png_destroy_write_struct(&png, &info);
-    return false;
-  }
-  png_set_write_fn(png, writer, OnPngWrite, OnPngFlush);
-  png_set_IHDR(png, info, static_cast<png_uint_32>(image.width),
-               static_cast<png_uint_32>(image.height), 8, PNG_COLOR_TYPE_RGB,
-               PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
-               PNG_FILTER_TYPE_DEFAULT);
-  png_set_rows(png, info, rows);
-  png_write_png(png, info, PNG_TRANSFORM_IDENTITY, nullptr);
-  png_destroy_write_struct(&png, &info);
-  return true;
-}
-
 }  // namespace
 
 void DrawResult(const TaskResult& result, RgbImage* image) {
@@ -375,26 +329,7 @@ void DrawResult(const TaskResult& result, RgbImage* image) {
 }
 
 absl::StatusOr<std::string> EncodePng(const RgbImage& image) {
-  if (image.width <= 0 || image.height <= 0 ||
-      image.rgb.size() != size_t{3} * image.width * image.height) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("EncodePng: a ", image.width, "x", image.height,
-                     " image needs ", int64_t{3} * image.width * image.height,
-                     " bytes of RGB, got ", image.rgb.size()));
-  }
-  std::vector<png_bytep> rows(image.height);
-  for (int y = 0; y < image.height; ++y) {
-    rows[y] = const_cast<png_bytep>(
-        &image.rgb[size_t{3} * static_cast<size_t>(y) * image.width]);
-  }
-  std::string out;
-  PngWriter writer;
-  writer.out = &out;
-  if (!WritePng(image, rows.data(), &writer)) {
-    return absl::InternalError(
-        absl::StrCat("libpng failed to encode the image: ", writer.message));
-  }
-  return out;
+  return EncodePng8(image.rgb, image.width, image.height, 3);
 }
 
 }  // namespace florence::engine

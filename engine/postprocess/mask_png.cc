@@ -1,10 +1,8 @@
 #include "engine/postprocess/mask_png.h"
 
-#include <png.h>
 
 #include <algorithm>
 #include <cmath>
-#include <csetjmp>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -14,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "engine/image/encode_png.h"
 #include "engine/postprocess/parse.h"
 
 namespace florence::engine {
@@ -79,61 +78,6 @@ void FillPolygon(const std::vector<float>& polygon, int width, int height,
   }
 }
 
-// ---- PNG
-// ----------------------------------------------------------------------
-
-struct PngWriter {
-  std::string* out = nullptr;
-  char message[256] = "";
-};
-
-[[noreturn]] void OnPngError(png_structp png, png_const_charp message) {
-  auto* w = static_cast<PngWriter*>(png_get_error_ptr(png));
-  std::snprintf(w->message, sizeof(w->message), "%s", message);
-  png_longjmp(png, 1);
-}
-
-void OnPngWarning(png_structp, png_const_charp) {}
-
-void OnPngWrite(png_structp png, png_bytep data, size_t length) {
-  auto* w = static_cast<PngWriter*>(png_get_io_ptr(png));
-  w->out->append(reinterpret_cast<const char*>(data), length);
-}
-
-void OnPngFlush(png_structp) {}
-
-// Writes `mask` (row-major, `width` bytes a row) as 8-bit grayscale, row by
-// row (no table of row pointers, which would rival the mask's size for very
-// narrow images). libpng's longjmp lands in this frame, which holds no objects
-// with destructors. Returns false on error (writer->message says why).
-bool WriteGrayPng(const uint8_t* mask, int width, int height,
-                  PngWriter* writer) {
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, writer,
-                                            OnPngError, OnPngWarning);
-  if (png == nullptr) return false;
-  png_infop info = png_create_info_struct(png);
-  if (info == nullptr || setjmp(png_jmpbuf(png))) {
-    png_destroy_write_struct(&png, &info);
-    return false;
-  }
-  // libpng refuses sides over 1,000,000 by default; PNG allows 2^31 - 1, and
-  // kMaxMaskPixels bounds the size.
-  png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
-  png_set_write_fn(png, writer, OnPngWrite, OnPngFlush);
-  png_set_IHDR(png, info, static_cast<png_uint_32>(width),
-               static_cast<png_uint_32>(height), 8, PNG_COLOR_TYPE_GRAY,
-               PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
-               PNG_FILTER_TYPE_DEFAULT);
-  png_write_info(png, info);
-  for (int y = 0; y < height; ++y) {
-    png_write_row(png,
-                  const_cast<png_bytep>(mask + static_cast<size_t>(y) * width));
-  }
-  png_write_end(png, nullptr);
-  png_destroy_write_struct(&png, &info);
-  return true;
-}
-
 }  // namespace
 
 absl::StatusOr<std::string> PolygonMaskPng(
@@ -150,14 +94,7 @@ absl::StatusOr<std::string> PolygonMaskPng(
       FillPolygon(polygon, width, height, &mask);
     }
   }
-  std::string out;
-  PngWriter writer;
-  writer.out = &out;
-  if (!WriteGrayPng(mask.data(), width, height, &writer)) {
-    return absl::InternalError(
-        absl::StrCat("libpng failed to encode the mask: ", writer.message));
-  }
-  return out;
+  return EncodePng8(mask, width, height, 1);
 }
 
 }  // namespace florence::engine
