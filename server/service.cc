@@ -472,133 +472,137 @@ void CopySegmentation(const v1::TaskResult& r, Response* out) {
 FlorenceService::FlorenceService(Metrics* metrics, std::string auth_token)
     : metrics_(metrics), auth_token_(std::move(auth_token)) {}
 
-// Builds the call context and checks that the call may proceed.
-#define FLORENCE_CALL_CONTEXT(method_name, task_value)                                   \
-  Context context;                                                                       \
-  context.scheduler = scheduler_.load();                                                 \
-  context.metrics = metrics_;                                                            \
-  context.ctx = ctx;                                                                     \
-  context.method = method_name;                                                          \
-  context.id = RequestId(ctx, ++next_id_);                                               \
-  context.task = task_value;                                                             \
-  context.start = absl::Now();                                                           \
-  absl::Status admitted = Authorize(ctx, auth_token_);                                   \
-  if (admitted.ok() && draining_.load()) {                                               \
-    admitted = absl::UnavailableError("the server is shutting down; retry on another replica"); \
-  }                                                                                      \
-  if (admitted.ok() && context.scheduler == nullptr) {                                   \
-    admitted = absl::UnavailableError("the model is still loading; retry in a few seconds"); \
+FlorenceService::Context FlorenceService::Begin(grpc::CallbackServerContext* ctx,
+                                                const char* method,
+                                                std::optional<engine::Task> task,
+                                                absl::Status* admitted) {
+  Context context;
+  context.scheduler = scheduler_.load();
+  context.metrics = metrics_;
+  context.ctx = ctx;
+  context.method = method;
+  context.id = RequestId(ctx, ++next_id_);
+  context.task = task;
+  context.start = absl::Now();
+  *admitted = Authorize(ctx, auth_token_);
+  if (admitted->ok() && draining_.load()) {
+    *admitted = absl::UnavailableError("the server is shutting down; retry on another replica");
   }
+  if (admitted->ok() && context.scheduler == nullptr) {
+    *admitted = absl::UnavailableError("the model is still loading; retry in a few seconds");
+  }
+  return context;
+}
+
+namespace {
+
+// The task a converted request names, for metrics and logs (none when the
+// request was refused or holds several tasks).
+std::optional<engine::Task> SingleTask(const absl::StatusOr<batching::Request>& r) {
+  if (!r.ok() || r->tasks.size() != 1) return std::nullopt;
+  return r->tasks[0].task;
+}
+
+}  // namespace
+
+template <typename Req>
+grpc::ServerUnaryReactor* FlorenceService::Unary(
+    grpc::CallbackServerContext* ctx, const char* method, const Req& request,
+    absl::StatusOr<batching::Request> (*convert)(Req&), FillFn fill) {
+  Req copy = request;
+  absl::StatusOr<batching::Request> r = convert(copy);
+  absl::Status admitted;
+  Context context = Begin(ctx, method, SingleTask(r), &admitted);
+  return new UnaryCall(std::move(context), admitted, std::move(r), std::move(fill));
+}
 
 grpc::ServerUnaryReactor* FlorenceService::Caption(grpc::CallbackServerContext* ctx,
                                                    const v1::CaptionRequest* request,
                                                    v1::CaptionResponse* response) {
-  v1::CaptionRequest copy = *request;
-  absl::StatusOr<batching::Request> r = FromCaption(copy);
-  FLORENCE_CALL_CONTEXT("Caption", r.ok() ? std::optional(r->tasks[0].task) : std::nullopt);
-  return new UnaryCall(std::move(context), admitted, std::move(r),
-                       [response](std::vector<TaskOutput>& out) {
-                         absl::Status st = ToTaskResult(out[0], false, response->mutable_result());
-                         response->set_text(response->result().text());
-                         return st;
-                       });
+  return Unary(ctx, "Caption", *request, FromCaption,
+               [response](std::vector<TaskOutput>& out) {
+                 absl::Status st = ToTaskResult(out[0], false, response->mutable_result());
+                 response->set_text(response->result().text());
+                 return st;
+               });
 }
 
 grpc::ServerUnaryReactor* FlorenceService::Detect(grpc::CallbackServerContext* ctx,
                                                   const v1::DetectRequest* request,
                                                   v1::DetectResponse* response) {
-  v1::DetectRequest copy = *request;
-  absl::StatusOr<batching::Request> r = FromDetect(copy);
-  FLORENCE_CALL_CONTEXT("Detect", r.ok() ? std::optional(r->tasks[0].task) : std::nullopt);
-  return new UnaryCall(std::move(context), admitted, std::move(r),
-                       [response](std::vector<TaskOutput>& out) {
-                         absl::Status st = ToTaskResult(out[0], false, response->mutable_result());
-                         response->mutable_detections()->CopyFrom(response->result().detections());
-                         CopySegmentation(response->result(), response);
-                         return st;
-                       });
+  return Unary(ctx, "Detect", *request, FromDetect,
+               [response](std::vector<TaskOutput>& out) {
+                 absl::Status st = ToTaskResult(out[0], false, response->mutable_result());
+                 response->mutable_detections()->CopyFrom(response->result().detections());
+                 CopySegmentation(response->result(), response);
+                 return st;
+               });
 }
 
 grpc::ServerUnaryReactor* FlorenceService::Ocr(grpc::CallbackServerContext* ctx,
                                                const v1::OcrRequest* request,
                                                v1::OcrResponse* response) {
-  v1::OcrRequest copy = *request;
-  absl::StatusOr<batching::Request> r = FromOcr(copy);
-  FLORENCE_CALL_CONTEXT("Ocr", r.ok() ? std::optional(r->tasks[0].task) : std::nullopt);
-  return new UnaryCall(std::move(context), admitted, std::move(r),
-                       [response](std::vector<TaskOutput>& out) {
-                         absl::Status st = ToTaskResult(out[0], false, response->mutable_result());
-                         response->set_text(response->result().text());
-                         response->mutable_regions()->CopyFrom(response->result().ocr_regions());
-                         return st;
-                       });
+  return Unary(ctx, "Ocr", *request, FromOcr,
+               [response](std::vector<TaskOutput>& out) {
+                 absl::Status st = ToTaskResult(out[0], false, response->mutable_result());
+                 response->set_text(response->result().text());
+                 response->mutable_regions()->CopyFrom(response->result().ocr_regions());
+                 return st;
+               });
 }
 
 grpc::ServerUnaryReactor* FlorenceService::Segment(grpc::CallbackServerContext* ctx,
                                                    const v1::SegmentRequest* request,
                                                    v1::SegmentResponse* response) {
-  v1::SegmentRequest copy = *request;
-  const bool mask = request->return_mask();
-  absl::StatusOr<batching::Request> r = FromSegment(copy);
-  FLORENCE_CALL_CONTEXT("Segment", r.ok() ? std::optional(r->tasks[0].task) : std::nullopt);
-  return new UnaryCall(std::move(context), admitted, std::move(r),
-                       [response, mask](std::vector<TaskOutput>& out) {
-                         absl::Status st = ToTaskResult(out[0], mask, response->mutable_result());
-                         CopySegmentation(response->result(), response);
-                         response->set_mask_png(response->result().mask_png());
-                         return st;
-                       });
+  return Unary(ctx, "Segment", *request, FromSegment,
+               [response, mask = request->return_mask()](std::vector<TaskOutput>& out) {
+                 absl::Status st = ToTaskResult(out[0], mask, response->mutable_result());
+                 CopySegmentation(response->result(), response);
+                 response->set_mask_png(response->result().mask_png());
+                 return st;
+               });
 }
 
 grpc::ServerUnaryReactor* FlorenceService::DescribeRegion(
     grpc::CallbackServerContext* ctx, const v1::DescribeRegionRequest* request,
     v1::DescribeRegionResponse* response) {
-  v1::DescribeRegionRequest copy = *request;
-  absl::StatusOr<batching::Request> r = FromDescribeRegion(copy);
-  FLORENCE_CALL_CONTEXT("DescribeRegion",
-                        r.ok() ? std::optional(r->tasks[0].task) : std::nullopt);
-  return new UnaryCall(std::move(context), admitted, std::move(r),
-                       [response](std::vector<TaskOutput>& out) {
-                         absl::Status st = ToTaskResult(out[0], false, response->mutable_result());
-                         response->set_text(response->result().text());
-                         return st;
-                       });
+  return Unary(ctx, "DescribeRegion", *request, FromDescribeRegion,
+               [response](std::vector<TaskOutput>& out) {
+                 absl::Status st = ToTaskResult(out[0], false, response->mutable_result());
+                 response->set_text(response->result().text());
+                 return st;
+               });
 }
 
 grpc::ServerWriteReactor<v1::RunEvent>* FlorenceService::Run(grpc::CallbackServerContext* ctx,
                                                              const v1::TaskRequest* request) {
   v1::TaskRequest copy = *request;
   absl::StatusOr<batching::Request> r = FromTask(copy);
-  FLORENCE_CALL_CONTEXT("Run", r.ok() ? std::optional(r->tasks[0].task) : std::nullopt);
+  absl::Status admitted;
+  Context context = Begin(ctx, "Run", SingleTask(r), &admitted);
   return new RunCall(std::move(context), admitted, std::move(r), request->return_mask());
 }
 
 grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>* FlorenceService::RunStream(
     grpc::CallbackServerContext* ctx) {
-  FLORENCE_CALL_CONTEXT("RunStream", std::nullopt);
+  absl::Status admitted;
+  Context context = Begin(ctx, "RunStream", std::nullopt, &admitted);
   return new StreamCall(std::move(context), admitted);
 }
 
 grpc::ServerUnaryReactor* FlorenceService::RunMulti(grpc::CallbackServerContext* ctx,
                                                     const v1::MultiTaskRequest* request,
                                                     v1::MultiTaskResponse* response) {
-  v1::MultiTaskRequest copy = *request;
   std::vector<bool> masks;
   for (const auto& t : request->tasks()) masks.push_back(t.return_mask());
-  absl::StatusOr<batching::Request> r = FromMulti(copy);
-  FLORENCE_CALL_CONTEXT("RunMulti", r.ok() && r->tasks.size() == 1
-                                        ? std::optional(r->tasks[0].task)
-                                        : std::nullopt);
-  return new UnaryCall(std::move(context), admitted, std::move(r),
-                       [response, masks](std::vector<TaskOutput>& out) {
-                         for (size_t i = 0; i < out.size(); ++i) {
-                           absl::Status st = ToTaskResult(out[i], masks[i], response->add_results());
-                           if (!st.ok()) return st;
-                         }
-                         return absl::OkStatus();
-                       });
+  return Unary(ctx, "RunMulti", *request, FromMulti,
+               [response, masks](std::vector<TaskOutput>& out) {
+                 for (size_t i = 0; i < out.size(); ++i) {
+                   absl::Status st = ToTaskResult(out[i], masks[i], response->add_results());
+                   if (!st.ok()) return st;
+                 }
+                 return absl::OkStatus();
+               });
 }
-
-#undef FLORENCE_CALL_CONTEXT
 
 }  // namespace florence::server

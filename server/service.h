@@ -14,6 +14,9 @@
 #define FLORENCE_SERVER_SERVICE_H_
 
 #include <atomic>
+#include <functional>
+#include <optional>
+#include <vector>
 #include <string>
 
 #include "batching/scheduler.h"
@@ -59,6 +62,18 @@ class FlorenceService final : public v1::Florence::CallbackService {
   struct Context;
 
  private:
+  // The call's context (id, start time, task for metrics) and whether it may
+  // proceed: auth, not draining, model attached.
+  Context Begin(grpc::CallbackServerContext* ctx, const char* method,
+                std::optional<engine::Task> task, absl::Status* admitted);
+  // A unary call: copy and convert the request, then hand it to a UnaryCall
+  // reactor whose `fill` writes the typed response.
+  template <typename Req>
+  grpc::ServerUnaryReactor* Unary(
+      grpc::CallbackServerContext* ctx, const char* method, const Req& request,
+      absl::StatusOr<batching::Request> (*convert)(Req&),
+      std::function<absl::Status(std::vector<batching::TaskOutput>&)> fill);
+
   std::atomic<batching::Scheduler*> scheduler_{nullptr};
   std::atomic<bool> draining_{false};
   Metrics* const metrics_;
