@@ -22,7 +22,9 @@ absl::StatusOr<std::unique_ptr<KvPool>> KvPool::Create(
   FLORENCE_ASSIGN_OR_RETURN(KvPair probe, model.EmptySelfCache(1, 1));
   const int64_t elem = probe.k.element_size();
   const int64_t per_position = 2 * shape.layers * shape.heads * shape.head_dim * elem;
-  const int64_t row_bytes = per_position * (shape.self_len + shape.cross_len);
+  const int64_t self_row_bytes = per_position * shape.self_len;
+  const int64_t cross_row_bytes = per_position * shape.cross_len;
+  const int64_t row_bytes = self_row_bytes + cross_row_bytes;
   const int64_t by_budget = row_bytes > 0 ? budget_bytes / row_bytes : 0;
   const int capacity = static_cast<int>(std::min<int64_t>(max_rows, by_budget));
   if (capacity < 1) {
@@ -38,8 +40,8 @@ absl::StatusOr<std::unique_ptr<KvPool>> KvPool::Create(
         at::zeros({shape.layers, capacity, shape.heads, shape.cross_len, shape.head_dim}, opts),
         at::zeros({shape.layers, capacity, shape.heads, shape.cross_len, shape.head_dim}, opts)};
     at::Tensor mask = at::zeros({capacity, shape.cross_len}, opts.dtype(at::kLong));
-    return std::unique_ptr<KvPool>(new KvPool(shape, capacity, row_bytes, std::move(self),
-                                              std::move(cross), std::move(mask)));
+    return std::unique_ptr<KvPool>(new KvPool(shape, capacity, self_row_bytes, cross_row_bytes,
+                                              std::move(self), std::move(cross), std::move(mask)));
   } catch (const c10::Error& e) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "allocating the KV-cache pool (", capacity, " rows of ", row_bytes,
@@ -47,55 +49,73 @@ absl::StatusOr<std::unique_ptr<KvPool>> KvPool::Create(
   }
 }
 
-KvPool::KvPool(Shape shape, int capacity, int64_t row_bytes, KvPair self, KvPair cross,
-               at::Tensor mask)
+KvPool::KvPool(Shape shape, int capacity, int64_t self_row_bytes, int64_t cross_row_bytes,
+               KvPair self, KvPair cross, at::Tensor mask)
     : shape_(shape),
       capacity_(capacity),
-      row_bytes_(row_bytes),
+      self_row_bytes_(self_row_bytes),
+      cross_row_bytes_(cross_row_bytes),
       self_(std::move(self)),
       cross_(std::move(cross)),
       mask_(std::move(mask)) {}
 
 std::vector<int64_t> KvPool::Allocate(int n) {
   std::vector<int64_t> rows;
-  for (int i = 0; i < n && used_ < capacity_; ++i) rows.push_back(used_++);
+  for (int i = 0; i < n && used_self_ < capacity_; ++i) rows.push_back(used_self_++);
   return rows;
 }
 
-void KvPool::MoveRow(int64_t from, int64_t to, int64_t self_len, int64_t cross_len) {
-  for (const at::Tensor* t : {&self_.k, &self_.v}) {
-    at::Tensor v = t->narrow(3, 0, self_len);
-    v.select(1, to).copy_(v.select(1, from));
-  }
-  for (const at::Tensor* t : {&cross_.k, &cross_.v}) {
-    at::Tensor v = t->narrow(3, 0, cross_len);
-    v.select(1, to).copy_(v.select(1, from));
-  }
-  mask_.select(0, to).copy_(mask_.select(0, from));
+int64_t KvPool::AllocateCross() {
+  TORCH_CHECK(used_cross_ < capacity_, "KvPool: no free cross row");
+  return used_cross_++;
 }
 
-std::vector<std::pair<int64_t, int64_t>> KvPool::Free(const std::vector<int64_t>& rows,
-                                                      int64_t self_len, int64_t cross_len) {
-  c10::InferenceMode guard;
-  std::vector<bool> freed(used_, false);
+namespace {
+
+// Frees `rows` out of the dense prefix [0, *used): the live rows past the new
+// end move into the holes below it. Returns the (from, to) moves.
+std::vector<std::pair<int64_t, int64_t>> Compact(const std::vector<int64_t>& rows, int* used) {
+  std::vector<bool> freed(*used, false);
   for (int64_t r : rows) freed[r] = true;
-  const int64_t new_used = used_ - static_cast<int64_t>(rows.size());
+  const int64_t new_used = *used - static_cast<int64_t>(rows.size());
   std::vector<int64_t> holes;  // freed rows inside the new dense prefix
   for (int64_t r = 0; r < new_used; ++r) {
     if (freed[r]) holes.push_back(r);
   }
-  std::vector<int64_t> movers;  // live rows past it
-  for (int64_t r = new_used; r < used_; ++r) {
-    if (!freed[r]) movers.push_back(r);
-  }
   std::vector<std::pair<int64_t, int64_t>> moves;
-  // A freed row's mask must not claim real positions (rows are always
-  // rewritten by WriteCross before reuse; this keeps the pool tidy).
-  for (size_t i = 0; i < holes.size(); ++i) {
-    MoveRow(movers[i], holes[i], self_len, cross_len);
-    moves.emplace_back(movers[i], holes[i]);
+  size_t next_hole = 0;
+  for (int64_t r = new_used; r < *used; ++r) {
+    if (!freed[r]) moves.emplace_back(r, holes[next_hole++]);
   }
-  used_ = static_cast<int>(new_used);
+  *used = static_cast<int>(new_used);
+  return moves;
+}
+
+// Copies row `from` of dimension 1 to row `to`, the first `len` positions of
+// dimension 3 (or of dimension 1 of a 2-D mask).
+void CopyRow(const at::Tensor& t, int64_t from, int64_t to, int64_t len) {
+  const int64_t pos_dim = t.dim() == 2 ? 1 : 3;
+  const int64_t row_dim = t.dim() == 2 ? 0 : 1;
+  at::Tensor v = t.narrow(pos_dim, 0, len);
+  v.select(row_dim, to).copy_(v.select(row_dim, from));
+}
+
+}  // namespace
+
+KvPool::Moves KvPool::Free(const std::vector<int64_t>& self_rows,
+                           const std::vector<int64_t>& cross_rows, int64_t self_len,
+                           int64_t cross_len) {
+  c10::InferenceMode guard;
+  Moves moves{Compact(self_rows, &used_self_), Compact(cross_rows, &used_cross_)};
+  for (const auto& [from, to] : moves.self) {
+    CopyRow(self_.k, from, to, self_len);
+    CopyRow(self_.v, from, to, self_len);
+  }
+  for (const auto& [from, to] : moves.cross) {
+    CopyRow(cross_.k, from, to, cross_len);
+    CopyRow(cross_.v, from, to, cross_len);
+    CopyRow(mask_, from, to, mask_.size(1));
+  }
   return moves;
 }
 
@@ -147,17 +167,17 @@ void KvPool::Reorder(const std::vector<int64_t>& rows, const std::vector<int64_t
 }
 
 KvPair KvPool::SelfView(int64_t self_len) const {
-  return {self_.k.narrow(1, 0, used_).narrow(3, 0, self_len),
-          self_.v.narrow(1, 0, used_).narrow(3, 0, self_len)};
+  return {self_.k.narrow(1, 0, used_self_).narrow(3, 0, self_len),
+          self_.v.narrow(1, 0, used_self_).narrow(3, 0, self_len)};
 }
 
 KvPair KvPool::CrossView(int64_t cross_len) const {
-  return {cross_.k.narrow(1, 0, used_).narrow(3, 0, cross_len),
-          cross_.v.narrow(1, 0, used_).narrow(3, 0, cross_len)};
+  return {cross_.k.narrow(1, 0, used_cross_).narrow(3, 0, cross_len),
+          cross_.v.narrow(1, 0, used_cross_).narrow(3, 0, cross_len)};
 }
 
 at::Tensor KvPool::MaskView(int64_t cross_len) const {
-  return mask_.narrow(0, 0, used_).narrow(1, 0, cross_len);
+  return mask_.narrow(0, 0, used_cross_).narrow(1, 0, cross_len);
 }
 
 }  // namespace florence::batching

@@ -155,7 +155,8 @@ struct Sequence {
   std::shared_ptr<Job> job;
   int task_index = 0;
   std::unique_ptr<engine::Search> search;
-  std::vector<int64_t> rows;  // KV pool rows, one per beam
+  std::vector<int64_t> rows;  // KV pool self rows, one per beam
+  int64_t cross_row = -1;     // KV pool cross row, read by every beam
   int64_t cross_len = 0;      // real encoder positions (image + prompt)
   absl::Time joined;
   TaskTimings timings;
@@ -234,6 +235,9 @@ class SchedulerImpl final : public Scheduler {
         observer_(observer != nullptr ? observer : &null_observer_),
         features_(options.feature_cache_bytes),
         letterbox_patch_(LetterboxPatch(dir_)),
+        vision_batch_(options.vision_batch > 0 ? options.vision_batch
+                      : model_->device().is_cpu() ? 1
+                                                  : 0),
         pool_(std::make_unique<WorkerPool>(options.worker_threads)) {
     engine_thread_ = std::thread([this] { EngineLoop(); });
   }
@@ -347,8 +351,15 @@ class SchedulerImpl final : public Scheduler {
     r.num_beams = 1;
     r.max_new_tokens = 2;
     FLORENCE_ASSIGN_OR_RETURN(RequestHandle h, Submit(std::move(r), &sink));
-    (void)h;
     sink.done.WaitForNotification();
+    // Complete() hands the result over before it unregisters the request:
+    // wait for that too, so a finished warm-up leaves in_flight() as it was.
+    absl::MutexLock lock(&mu_);
+    const auto unregistered = [this, h]() {
+      mu_.AssertHeld();
+      return !registry_.contains(h);
+    };
+    mu_.Await(absl::Condition(&unregistered));
     return sink.status;
   }
 
@@ -674,7 +685,15 @@ class SchedulerImpl final : public Scheduler {
           std::memcpy(pixels[m].data_ptr<float>(), src.data(), src.size() * sizeof(float));
           std::vector<float>().swap(src);
         }
-        FLORENCE_ASSIGN_OR_RETURN(at::Tensor out, model_->ImageFeatures(pixels));
+        const int64_t n = static_cast<int64_t>(misses.size());
+        const int64_t chunk = vision_batch_ > 0 ? vision_batch_ : n;
+        std::vector<at::Tensor> outs;
+        for (int64_t first = 0; first < n; first += chunk) {
+          FLORENCE_ASSIGN_OR_RETURN(
+              at::Tensor part, model_->ImageFeatures(pixels.narrow(0, first, std::min(chunk, n - first))));
+          outs.push_back(std::move(part));
+        }
+        const at::Tensor out = outs.size() == 1 ? outs[0] : at::cat(outs, 0);
         for (size_t m = 0; m < misses.size(); ++m) {
           features[misses[m]] = out.narrow(0, static_cast<int64_t>(m), 1);
           if (features_.enabled()) features_.Put(live[misses[m]]->image_key, features[misses[m]].clone());
@@ -720,13 +739,18 @@ class SchedulerImpl final : public Scheduler {
       for (size_t j = 0; j < live.size(); ++j) {
         const auto& job = live[j];
         for (size_t t = 0; t < job->prompt_ids.size(); ++t, ++row) {
-          auto seq = std::make_unique<Sequence>();
+          FLORENCE_ASSIGN_OR_RETURN(std::unique_ptr<engine::Search> search,
+                                    engine::Search::Create(job->params));
+          // In `joined` as soon as it holds rows, so a failure below frees them.
+          joined.push_back(std::make_unique<Sequence>());
+          Sequence* seq = joined.back().get();
           seq->job = job;
           seq->task_index = static_cast<int>(t);
-          FLORENCE_ASSIGN_OR_RETURN(seq->search, engine::Search::Create(job->params));
+          seq->search = std::move(search);
           seq->rows = kv_->Allocate(seq->search->rows());
+          seq->cross_row = kv_->AllocateCross();
           seq->cross_len = lens[row];
-          for (int64_t r : seq->rows) kv_->WriteCross(r, cross, row, lens[row], mask_dev[row]);
+          kv_->WriteCross(seq->cross_row, cross, row, lens[row], mask_dev[row]);
           seq->joined = done;
           seq->timings.prepare_ms = job->prepare_ms;
           seq->timings.queue_ms = MsBetween(job->request.received, start);
@@ -734,16 +758,13 @@ class SchedulerImpl final : public Scheduler {
           seq->timings.encoder_batch_size = static_cast<int>(live.size());
           seq->timings.features_cached = cached[j];
           observer_->OnQueueTime(job->request.tasks[t].task, seq->timings.queue_ms / 1000.0);
-          joined.push_back(std::move(seq));
         }
       }
       return absl::OkStatus();
     });
     if (!st.ok()) {
       // A model failure fails every request of its batch, with the same status.
-      std::vector<int64_t> rows;
-      for (auto& seq : joined) rows.insert(rows.end(), seq->rows.begin(), seq->rows.end());
-      FreeRows(rows);
+      FreeRows(joined);
       UpdateActive();
       log::Error(absl::StrCat("encoder batch of ", live.size(), " requests failed: ", st.ToString()));
       for (auto& job : live) Fail(job, st);
@@ -766,18 +787,28 @@ class SchedulerImpl final : public Scheduler {
     return {self_len, cross_len};
   }
 
-  // Frees pool rows and renumbers the rows the pool moved.
-  void FreeRows(const std::vector<int64_t>& rows) {
-    if (rows.empty()) return;
+  // Frees the pool rows of `gone` (no longer in active_) and renumbers the
+  // rows the pool moved.
+  void FreeRows(const std::vector<std::unique_ptr<Sequence>>& gone) {
+    std::vector<int64_t> rows;
+    std::vector<int64_t> cross_rows;
+    for (const auto& seq : gone) {
+      rows.insert(rows.end(), seq->rows.begin(), seq->rows.end());
+      if (seq->cross_row >= 0) cross_rows.push_back(seq->cross_row);
+    }
+    if (rows.empty() && cross_rows.empty()) return;
     const auto [self_len, cross_len] = LengthsInUse();
-    const auto moves = kv_->Free(rows, self_len, cross_len);
-    if (moves.empty()) return;
-    absl::flat_hash_map<int64_t, int64_t> renumber(moves.begin(), moves.end());
+    const KvPool::Moves moves = kv_->Free(rows, cross_rows, self_len, cross_len);
+    const absl::flat_hash_map<int64_t, int64_t> renumber(moves.self.begin(), moves.self.end());
+    const absl::flat_hash_map<int64_t, int64_t> renumber_cross(moves.cross.begin(),
+                                                               moves.cross.end());
     for (auto& seq : active_) {
       for (int64_t& r : seq->rows) {
         auto it = renumber.find(r);
         if (it != renumber.end()) r = it->second;
       }
+      auto it = renumber_cross.find(seq->cross_row);
+      if (it != renumber_cross.end()) seq->cross_row = it->second;
     }
   }
 
@@ -791,14 +822,12 @@ class SchedulerImpl final : public Scheduler {
       (drop(*seq) ? removed : kept).push_back(std::move(seq));
     }
     active_ = std::move(kept);
-    std::vector<int64_t> rows;
-    for (auto& seq : removed) rows.insert(rows.end(), seq->rows.begin(), seq->rows.end());
-    FreeRows(rows);
+    FreeRows(removed);
     return removed;
   }
 
   void UpdateActive() {
-    kv_in_use_ = static_cast<int64_t>(kv_->used()) * kv_->row_bytes();
+    kv_in_use_ = kv_->bytes_in_use();
     observer_->OnActive(static_cast<int64_t>(active_.size()), kv_in_use_.load());
   }
 
@@ -836,11 +865,13 @@ class SchedulerImpl final : public Scheduler {
       const auto device = model_->device();
       std::vector<int64_t> ids(n, dir_.tokens.pad);
       std::vector<int64_t> pos(n, 0);
+      std::vector<int64_t> cross_rows(n, 0);
       for (const auto& seq : active_) {
         const std::vector<int64_t> last = seq->search->last_tokens();
         for (size_t j = 0; j < seq->rows.size(); ++j) {
           ids[seq->rows[j]] = last[j];
           pos[seq->rows[j]] = seq->search->position();
+          cross_rows[seq->rows[j]] = seq->cross_row;
         }
       }
       const auto [self_len, cross_len] = LengthsInUse();
@@ -849,14 +880,16 @@ class SchedulerImpl final : public Scheduler {
           at::Tensor logits,
           model_->DecodeStep(at::tensor(ids, at::kLong).to(device),
                              at::tensor(pos, at::kLong).to(device), &self,
-                             kv_->CrossView(cross_len), kv_->MaskView(cross_len)));
+                             kv_->CrossView(cross_len), kv_->MaskView(cross_len),
+                             at::tensor(cross_rows, at::kLong).to(device)));
       logits = logits.to(at::kCPU);
       for (const auto& seq : active_) {
         at::Tensor rows = at::tensor(seq->rows, at::kLong);
+        const int64_t written = seq->search->position() + 1;  // this sequence's positions so far
         const std::vector<int64_t> sources = seq->search->Advance(logits.index_select(0, rows));
         bool identity = true;
         for (size_t j = 0; j < sources.size(); ++j) identity &= sources[j] == static_cast<int64_t>(j);
-        if (!identity) kv_->Reorder(seq->rows, sources, self_len);
+        if (!identity) kv_->Reorder(seq->rows, sources, written);
         if (seq->job->request.stream && !seq->search->done()) Publish(*seq);
       }
       return absl::OkStatus();
@@ -963,6 +996,7 @@ class SchedulerImpl final : public Scheduler {
   SchedulerObserver* const observer_;
   FeatureCache features_;  // engine thread
   const int letterbox_patch_;  // canvas pixels per image token side
+  const int64_t vision_batch_;  // images per vision-tower call (0 = all)
 
   mutable absl::Mutex mu_;  // protects the queue, registry and counters below
   absl::CondVar work_cv_;   // signalled on new queued work, cancel, stop
@@ -994,10 +1028,11 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::CreateWithModel(
     const std::string& model_dir, const Options& options, SchedulerObserver* observer,
     std::unique_ptr<engine::ModelBackend> model) {
   if (options.policy.max_batch < 1 || options.max_queue < 1 || options.worker_threads < 1 ||
-      options.max_prompt_tokens < 3 || options.policy.max_delay < absl::ZeroDuration()) {
+      options.max_prompt_tokens < 3 || options.policy.max_delay < absl::ZeroDuration() ||
+      options.vision_batch < 0) {
     return absl::InvalidArgumentError(
         "scheduler options: max_batch, max_queue and worker_threads must be >= 1, "
-        "max_prompt_tokens >= 3 and max_delay >= 0");
+        "max_prompt_tokens >= 3, max_delay >= 0 and vision_batch >= 0");
   }
   FLORENCE_ASSIGN_OR_RETURN(engine::ModelDir dir, engine::LoadModelDir(model_dir));
   FLORENCE_RETURN_IF_ERROR(engine::ValidatePreprocessConfig(dir.preprocess));

@@ -132,6 +132,11 @@ class Scheduler {
     int max_prompt_tokens = 256; // encoder text tokens a request may use
     // Image features kept by content hash (0 = no cache).
     int64_t feature_cache_bytes = 0;
+    // Images per vision-tower call within an encoder batch; 0 = auto: one on
+    // CPU (where the compute-bound tower runs slower per image when batched:
+    // 3.3 s vs 2.9 s at 4 images, docs/PERFORMANCE.md), the whole batch on
+    // other devices.
+    int vision_batch = 0;
     // kResize: transformers' preprocessing (stretch to 768x768), the parity
     // default. kLetterbox: aspect ratio kept, the image at the top-left of the
     // square canvas and the image tokens that cover only padding masked out of

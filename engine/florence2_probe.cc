@@ -77,7 +77,8 @@ absl::Status Run(const Flags& flags) {
     at::Tensor position = torch::tensor({static_cast<int64_t>(pos)}, on_device);
     FLORENCE_ASSIGN_OR_RETURN(
         at::Tensor logits,
-        model->DecodeStep(last, position, &cache, cross, mask));
+        model->DecodeStep(last, position, &cache, cross, mask,
+                          torch::zeros({1}, on_device)));
     logits = logits.slice(1, 0, dir.tokens.real_vocab_size);
     tokens.push_back(logits.argmax(1).item<int64_t>());
   }

@@ -11,8 +11,8 @@
 //   pixel_values    [B, 3, size, size] float, normalized
 //   image_features  [B, N, d]
 //   encoder_hidden  [B, S = N + T, d]
-//   cross K/V       [L, B, H, S, hd]
-//   self cache K/V  [L, B, H, S_max, hd]
+//   cross K/V       [L, G, H, S, hd]      one row per encoded sequence (G)
+//   self cache K/V  [L, B, H, S_max, hd]  one row per decoder row (B: beams)
 //
 // Threading: a backend is not thread-safe; exactly one engine thread calls it
 // (house style: one owner thread per model instance). Every call runs under
@@ -72,12 +72,14 @@ class ModelBackend {
   // One decoder step for B rows. input_ids [B] int64 is each row's last token,
   // positions [B] int64 its 0-based decoder position. Writes that position of
   // `self_cache` (not null; tensors from EmptySelfCache) in place and attends
-  // to positions 0..positions[b]. cross from CrossKv, cross_mask [B, S] nonzero
-  // where the encoder position is real. Returns logits [B, V] float32.
+  // to positions 0..positions[b]. cross [L, G, H, S, hd] from CrossKv,
+  // cross_mask [G, S] nonzero where the encoder position is real, cross_rows
+  // [B] int64 the cross row each decoder row reads: a request's beams share
+  // one row (stored once, read once per step). Returns logits [B, V] float32.
   virtual absl::StatusOr<at::Tensor> DecodeStep(
       const at::Tensor& input_ids, const at::Tensor& positions,
-      KvPair* self_cache, const KvPair& cross,
-      const at::Tensor& cross_mask) = 0;
+      KvPair* self_cache, const KvPair& cross, const at::Tensor& cross_mask,
+      const at::Tensor& cross_rows) = 0;
 };
 
 }  // namespace florence::engine

@@ -21,7 +21,7 @@ namespace florence::engine {
 
 // The config.json "interface_version" this engine drives
 // (tools/florence2/export.py INTERFACE_VERSION).
-inline constexpr int kInterfaceVersion = 1;
+inline constexpr int kInterfaceVersion = 2;
 
 // Shape of the decoder; a self-attention cache is [layers, batch, heads,
 // max_len, head_dim].

@@ -145,14 +145,15 @@ absl::StatusOr<KvPair> TorchScriptModel::EmptySelfCache(int64_t batch,
 
 absl::StatusOr<at::Tensor> TorchScriptModel::DecodeStep(
     const at::Tensor& input_ids, const at::Tensor& positions,
-    KvPair* self_cache, const KvPair& cross, const at::Tensor& cross_mask) {
+    KvPair* self_cache, const KvPair& cross, const at::Tensor& cross_mask,
+    const at::Tensor& cross_rows) {
   if (self_cache == nullptr) {
     return absl::InvalidArgumentError("decode_step: self_cache is null");
   }
   return Guarded("decode_step", [&] {
     return module_
         .run_method("decode_step", input_ids, positions, self_cache->k,
-                    self_cache->v, cross.k, cross.v, cross_mask)
+                    self_cache->v, cross.k, cross.v, cross_mask, cross_rows)
         .toTensor();
   });
 }

@@ -47,7 +47,8 @@ class TorchScriptModel final : public ModelBackend {
   absl::StatusOr<at::Tensor> DecodeStep(const at::Tensor& input_ids,
                                         const at::Tensor& positions,
                                         KvPair* self_cache, const KvPair& cross,
-                                        const at::Tensor& cross_mask) override;
+                                        const at::Tensor& cross_mask,
+                                        const at::Tensor& cross_rows) override;
 
  private:
   TorchScriptModel(torch::jit::Module module, c10::Device device)

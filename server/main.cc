@@ -55,6 +55,9 @@ ABSL_FLAG(int, max_prompt_tokens, 256,
 ABSL_FLAG(int64_t, feature_cache_bytes, 0,
           "Keep vision-tower outputs by image content hash within this many bytes (0 = off); a "
           "repeated image skips the vision tower.");
+ABSL_FLAG(int, vision_batch, 0,
+          "Images per vision-tower call within an encoder batch; 0 = auto: 1 on CPU (batching the "
+          "compute-bound tower is slower per image there), the whole batch on a GPU.");
 ABSL_FLAG(std::string, image_mode, "resize",
           "resize: stretch every image to the model's 768x768 input as transformers does (parity). "
           "letterbox: keep the aspect ratio, pad to the square input and mask the padding tokens out of "
@@ -162,6 +165,7 @@ int main(int argc, char** argv) {
   opts.max_rows = absl::GetFlag(FLAGS_max_rows);
   opts.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
   opts.feature_cache_bytes = absl::GetFlag(FLAGS_feature_cache_bytes);
+  opts.vision_batch = absl::GetFlag(FLAGS_vision_batch);
   opts.decode_limits.max_bytes = absl::GetFlag(FLAGS_max_image_bytes);
   if (const std::string mode = absl::GetFlag(FLAGS_image_mode); mode == "letterbox") {
     opts.image_mode = Scheduler::Options::ImageMode::kLetterbox;

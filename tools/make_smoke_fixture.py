@@ -57,7 +57,8 @@ def compute(model: torch.jit.ScriptModule) -> dict[str, Tensor]:
         logits = []
         for pos in range(2):
             logits.append(model.decode_step(step_ids[pos:pos + 1], torch.tensor([pos], dtype=torch.long),
-                                            self_k, self_v, cross_k, cross_v, mask))
+                                            self_k, self_v, cross_k, cross_v, mask,
+                                            torch.zeros(1, dtype=torch.long)))
     return {
         "pixel_values": pixel_values, "input_ids": input_ids, "attention_mask": mask, "step_ids": step_ids,
         "image_features": features, "encoder_hidden": encoder_hidden, "cross_k": cross_k, "cross_v": cross_v,

@@ -15,15 +15,23 @@ MODEL_DIR=${MODEL_DIR:-}
 ADDRESS=${ADDRESS:-127.0.0.1:50051}
 METRICS_ADDRESS=${METRICS_ADDRESS:-127.0.0.1:9090}
 
+# True when $1 holds an export the engine drives: a manifest and the exporter's current interface version
+# (an export made before an interface change is re-exported rather than refused by the server).
+current() {
+  [ -f "$1/manifest.json" ] && "$PY" -c 'import json, sys
+from tools.florence2.export import INTERFACE_VERSION
+sys.exit(json.load(open(sys.argv[1] + "/config.json")).get("interface_version") != INTERFACE_VERSION)' "$1"
+}
+
 if [ -z "$MODEL_DIR" ]; then
-  if [ -f "$REAL_DIR/manifest.json" ]; then
+  if current "$REAL_DIR"; then
     MODEL_DIR=$REAL_DIR
   elif timeout 30 "$PY" -c "import huggingface_hub as h; h.model_info('microsoft/Florence-2-base')" >/dev/null 2>&1 &&
        "$PY" tools/florence2_export.py --from-pretrained microsoft/Florence-2-base --out "$REAL_DIR"; then
     MODEL_DIR=$REAL_DIR
   else
     MODEL_DIR=$RANDOM_DIR
-    [ -f "$MODEL_DIR/manifest.json" ] || "$PY" tools/florence2_export.py --random base --seed 0 --out "$MODEL_DIR"
+    current "$MODEL_DIR" || "$PY" tools/florence2_export.py --random base --seed 0 --out "$MODEL_DIR"
   fi
 fi
 if grep -q '"random"' "$MODEL_DIR/manifest.json" 2>/dev/null; then

@@ -47,11 +47,9 @@ absl::StatusOr<SearchResult> GenerateOne(ModelBackend& model,
                             model.Encode(features, ids, mask));
   FLORENCE_ASSIGN_OR_RETURN(KvPair cross, model.CrossKv(encoded));
   const int64_t rows = search->rows();
-  if (rows > 1) {  // one copy of the request's cross K/V per beam row
-    cross.k = cross.k.expand({-1, rows, -1, -1, -1}).contiguous();
-    cross.v = cross.v.expand({-1, rows, -1, -1, -1}).contiguous();
-  }
-  at::Tensor cross_mask = mask.expand({rows, -1});
+  // Every beam row reads the request's one cross K/V row.
+  const at::Tensor cross_rows =
+      at::zeros({rows}, at::TensorOptions().dtype(at::kLong).device(device));
   if (timings) timings->encode_ms = MsSince(t0);
 
   const auto t1 = std::chrono::steady_clock::now();
@@ -64,7 +62,7 @@ absl::StatusOr<SearchResult> GenerateOne(ModelBackend& model,
     at::Tensor positions = at::full({rows}, search->position(), long_opts);
     FLORENCE_ASSIGN_OR_RETURN(
         at::Tensor logits,
-        model.DecodeStep(last, positions, &cache, cross, cross_mask));
+        model.DecodeStep(last, positions, &cache, cross, mask, cross_rows));
     const std::vector<int64_t> sources = search->Advance(logits);
     ++steps;
     if (!IsIdentity(sources)) {  // reorder this request's own cache rows

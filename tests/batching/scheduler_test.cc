@@ -162,6 +162,7 @@ TEST_F(SchedulerTest, EveryTaskAmidAConcurrentMixEqualsTheRequestAlone) {
   Scheduler::Options options;
   options.policy.max_batch = 4;
   options.policy.max_delay = absl::Milliseconds(5);
+  options.vision_batch = 3;  // a full encoder batch runs the vision tower as 3 + 1 images
   auto scheduler = Make(options);
   ASSERT_NE(scheduler, nullptr);
   std::vector<Case> cases = AllTasks(1, 48);

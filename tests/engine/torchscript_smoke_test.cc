@@ -147,7 +147,7 @@ TEST_F(TorchScriptSmokeTest, MatchesPythonThroughTwoDecodeSteps) {
     const std::string name = absl::StrCat("logits_step", pos);
     const absl::StatusOr<at::Tensor> logits = model_->DecodeStep(
         step_ids.slice(0, pos, pos + 1), at::full({1}, pos, at::kLong), &*cache,
-        *cross, mask);
+        *cross, mask, at::zeros({1}, at::kLong));
     ASSERT_NO_FATAL_FAILURE(ExpectClose(logits, Expected(name), name));
   }
 
@@ -174,7 +174,8 @@ TEST_F(TorchScriptSmokeTest, TorchErrorsBecomeStatus) {
   ASSERT_TRUE(cache.ok()) << cache.status();
   const absl::StatusOr<at::Tensor> logits =
       model_->DecodeStep(at::zeros({1}, at::kLong), at::zeros({1}, at::kLong),
-                         &*cache, *cache, at::ones({1, 3}, at::kLong));
+                         &*cache, *cache, at::ones({1, 3}, at::kLong),
+                         at::zeros({1}, at::kLong));
   EXPECT_EQ(logits.status().code(), absl::StatusCode::kInternal);
   EXPECT_THAT(logits.status().message(), HasSubstr("decode_step"));
 }

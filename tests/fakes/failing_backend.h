@@ -43,11 +43,12 @@ class FailingBackend final : public engine::ModelBackend {
   }
   absl::StatusOr<at::Tensor> DecodeStep(const at::Tensor& ids, const at::Tensor& positions,
                                         engine::KvPair* self_cache, const engine::KvPair& cross,
-                                        const at::Tensor& cross_mask) override {
+                                        const at::Tensor& cross_mask,
+                                        const at::Tensor& cross_rows) override {
     if (++decode_calls_ == plan_.fail_decode_step_call) {
       return absl::InternalError("decode_step: injected failure");
     }
-    return real_->DecodeStep(ids, positions, self_cache, cross, cross_mask);
+    return real_->DecodeStep(ids, positions, self_cache, cross, cross_mask, cross_rows);
   }
 
   int decode_calls() const { return decode_calls_.load(); }

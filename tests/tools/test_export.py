@@ -156,7 +156,7 @@ def test_decode_step_batch_invariance_across_lengths(tiny_artefacts, images):
         tokens = [2]
         for pos in range(n + 1):
             logits = m.decode_step(torch.tensor([tokens[-1]]), torch.tensor([pos]), k, v,
-                                   req.cross_k, req.cross_v, req.cross_mask)
+                                   req.cross_k, req.cross_v, req.cross_mask, torch.zeros(1, dtype=torch.long))
             if pos < n:
                 tokens.append(int(logits.argmax()))
         reqs.append(req)
@@ -178,14 +178,32 @@ def test_decode_step_batch_invariance_across_lengths(tiny_artefacts, images):
                             for r in reqs])
     self_k = torch.cat([c[0] for c in caches], dim=1)
     self_v = torch.cat([c[1] for c in caches], dim=1)
+    before_k, before_v = self_k.clone(), self_v.clone()
     logits = m.decode_step(torch.tensor([s[-1] for s in seqs]), torch.tensor(steps), self_k, self_v,
-                           cross_k, cross_v, cross_mask)
+                           cross_k, cross_v, cross_mask, torch.arange(3))
     for row in range(3):
         assert (logits[row] - alone[row]).abs().max() <= 1e-5, row
     # The step wrote each row's own position in place, nothing beyond it.
     for row, n in enumerate(steps):
         assert self_k[:, row, :, n].abs().sum() > 0
         assert self_k[:, row, :, n + 1:].abs().sum() == 0
+
+    # Rows sharing cross rows (beams of one request), in no particular order, with the cross rows listed in
+    # reverse: each row equals the same row reading its own copy of the cross K/V.
+    shared_rows = [2, 0, 2, 1, 0, 2]
+    order = [2, 1, 0]  # cross row j of the shared tensors holds request order[j]
+    row_req = [order[r] for r in shared_rows]
+    ids = torch.tensor([seqs[q][-1] for q in row_req])
+    pos = torch.tensor([steps[q] for q in row_req])
+    k6 = torch.cat([before_k[:, q:q + 1] for q in row_req], dim=1)
+    v6 = torch.cat([before_v[:, q:q + 1] for q in row_req], dim=1)
+    shared = m.decode_step(ids, pos, k6.clone(), v6.clone(), cross_k[:, order], cross_v[:, order],
+                           cross_mask[order], torch.tensor(shared_rows))
+    own = m.decode_step(ids, pos, k6.clone(), v6.clone(), cross_k[:, row_req], cross_v[:, row_req],
+                        cross_mask[row_req], torch.arange(6))
+    assert (shared - own).abs().max() <= 1e-5
+    for row, q in enumerate(row_req):
+        assert (shared[row] - alone[q]).abs().max() <= 1e-5, row
 
 
 @torch.no_grad()

@@ -55,7 +55,8 @@ def test_features_encoder_and_stepwise_logits(tiny_artefacts, images):
             self_v = art.scripted.empty_self_cache(1, 32)
             for pos, tok in enumerate(ours.tokens[:-1]):
                 logits = art.scripted.decode_step(torch.tensor([tok]), torch.tensor([pos]), self_k, self_v,
-                                                  req.cross_k, req.cross_v, req.cross_mask)
+                                                  req.cross_k, req.cross_v, req.cross_mask,
+                                                  torch.zeros(1, dtype=torch.long))
                 assert (logits[0] - ref_logits[pos]).abs().max() <= TOL, (name, pos)
 
 

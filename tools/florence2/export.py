@@ -14,7 +14,7 @@ from . import tokenizer_build, weights
 from .config import Florence2Arch, from_hf_config, preset
 from .model import Florence2ForServing
 
-INTERFACE_VERSION = 1
+INTERFACE_VERSION = 2
 MODEL_FILE = "model.ts"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -103,7 +103,7 @@ def greedy(model, req: EncodedRequest, p: GenerationParams) -> Generation:
     while len(seq) < max_length:
         pos = len(seq) - 1
         logits = model.decode_step(torch.tensor([seq[-1]]), torch.tensor([pos]), self_k, self_v,
-                                   req.cross_k, req.cross_v, req.cross_mask)
+                                   req.cross_k, req.cross_v, req.cross_mask, torch.zeros(1, dtype=torch.long))
         processed = apply_logits_rules(logits, [seq], p, max_length)
         token = int(torch.argmax(processed[0]))
         scores.append(float(torch.log_softmax(processed[0], dim=-1)[token]))
@@ -118,9 +118,7 @@ def beam_search(model, req: EncodedRequest, p: GenerationParams) -> Generation:
     nb = p.num_beams
     max_length = 1 + p.max_new_tokens
     keep = 2 * nb  # max(2, 1 + n_eos) * num_beams with one EOS id
-    cross_k = req.cross_k.expand(-1, nb, -1, -1, -1).contiguous()
-    cross_v = req.cross_v.expand(-1, nb, -1, -1, -1).contiguous()
-    cross_mask = req.cross_mask.expand(nb, -1)
+    cross_rows = torch.zeros(nb, dtype=torch.long)  # every beam reads the request's one cross K/V row
     self_k, self_v = _new_cache(model, nb, max_length)
 
     running = [[p.decoder_start_token_id] for _ in range(nb)]
@@ -134,7 +132,7 @@ def beam_search(model, req: EncodedRequest, p: GenerationParams) -> Generation:
     while True:
         pos = torch.full((nb,), cur_len - 1, dtype=torch.long)
         last = torch.tensor([s[-1] for s in running])
-        logits = model.decode_step(last, pos, self_k, self_v, cross_k, cross_v, cross_mask)
+        logits = model.decode_step(last, pos, self_k, self_v, req.cross_k, req.cross_v, req.cross_mask, cross_rows)
         log_probs = apply_logits_rules(torch.log_softmax(logits, dim=-1), running, p, max_length)
         vocab = log_probs.shape[-1]
         acc = (log_probs + running_scores[:, None]).reshape(-1)

@@ -10,8 +10,9 @@ The exported methods (shapes in docs/ARCHITECTURE.md, "Model interface"):
 * ``image_features(pixel_values)``            -> [B, N_img, d]
 * ``encode(image_features, input_ids, attention_mask)`` -> [B, N_img + T, d]
 * ``cross_kv(encoder_hidden)``                -> (K, V), each [L_dec, B, H, S_enc, hd]
-* ``decode_step(ids, positions, self_k, self_v, cross_k, cross_v, cross_mask)`` -> logits [B, V]
-  (writes the new self-attention K/V into the caller's ``self_k``/``self_v`` in place)
+* ``decode_step(ids, positions, self_k, self_v, cross_k, cross_v, cross_mask, cross_rows)`` -> logits [B, V]
+  (writes the new self-attention K/V into the caller's ``self_k``/``self_v`` in place; the beams of one
+  request share one row of cross K/V, named by ``cross_rows``)
 
 Everything a request owns (its cross K/V, its self-attention cache) lives in
 tensors the caller allocates; the module holds only weights.
@@ -387,38 +388,51 @@ class Florence2ForServing(nn.Module):
 
     @torch.jit.export
     def decode_step(self, input_ids: Tensor, positions: Tensor, self_k: Tensor, self_v: Tensor,
-                    cross_k: Tensor, cross_v: Tensor, cross_mask: Tensor) -> Tensor:
-        """One decoder step for B sequences, each at its own position.
+                    cross_k: Tensor, cross_v: Tensor, cross_mask: Tensor, cross_rows: Tensor) -> Tensor:
+        """One decoder step for B sequences (decoder rows), each at its own position.
 
-        input_ids [B] int64: the last token of each sequence (decoder_start ``</s>`` at position 0).
+        input_ids [B] int64: the last token of each row (decoder_start ``</s>`` at position 0).
         positions [B] int64: that token's 0-based decoder position.
         self_k/self_v [L_dec, B, H, S_max, hd]: caller-owned cache; this call writes position ``positions[b]``
           of row b in place and attends to positions 0..positions[b]. Entries past a row's position are ignored,
           so rows of different lengths share one tensor and S_max only bounds the longest.
-        cross_k/cross_v [L_dec, B, H, S_enc, hd] from ``cross_kv`` (rows padded to the longest encoder sequence);
-        cross_mask [B, S_enc] nonzero where the encoder position is real.
+        cross_k/cross_v [L_dec, G, H, S_enc, hd] from ``cross_kv``: one row per encoded sequence, padded to the
+          longest; cross_mask [G, S_enc] nonzero where the encoder position is real.
+        cross_rows [B] int64: the cross row each decoder row attends to. The beams of one request name the same
+          row: its K/V are stored and read once, the beams becoming query positions of one attention call
+          (query rows are independent in attention, so this equals one call per beam).
         Returns logits [B, V] in float32.
         """
         lm = self.model.language_model
         b = input_ids.shape[0]
+        g = cross_k.shape[1]
         s_max = self_k.shape[3]
+        heads = self.decoder_heads
         h = lm.shared(input_ids) + lm.decoder.embed_positions(positions + 2)
         h = lm.decoder.layernorm_embedding(h).unsqueeze(1)  # [B, 1, d]
         self_mask = (torch.arange(s_max, device=h.device).unsqueeze(0) <= positions.unsqueeze(1)).view(b, 1, 1, s_max)
-        enc_mask = (cross_mask != 0).view(b, 1, 1, cross_mask.shape[1])
-        index = positions.view(b, 1, 1, 1).expand(b, self.decoder_heads, 1, self.head_dim)
+        enc_mask = (cross_mask != 0).view(g, 1, 1, cross_mask.shape[1])
+        # Query slot of each row within its cross row: how many earlier rows share that cross row.
+        same = (cross_rows.unsqueeze(0) == cross_rows.unsqueeze(1)).to(torch.int64)
+        slots = torch.tril(same, diagonal=-1).sum(dim=1)
+        q_len = int(slots.max()) + 1 if b > 0 else 1
+        rows = torch.arange(b, device=h.device)
         i = 0
         for layer in lm.decoder.layers:
             attn = layer.self_attn
             q = attn.split(attn.q_proj(h))
             k_cache = self_k[i]
             v_cache = self_v[i]
-            k_cache.scatter_(2, index, attn.split(attn.k_proj(h)))
-            v_cache.scatter_(2, index, attn.split(attn.v_proj(h)))
+            k_cache[rows, :, positions] = attn.k_proj(h).view(b, heads, self.head_dim)
+            v_cache[rows, :, positions] = attn.v_proj(h).view(b, heads, self.head_dim)
             h = layer.self_attn_layer_norm(h + attn.attend(q, k_cache, v_cache, self_mask))
             xattn = layer.encoder_attn
-            q = xattn.split(xattn.q_proj(h))
-            h = layer.encoder_attn_layer_norm(h + xattn.attend(q, cross_k[i], cross_v[i], enc_mask))
+            grouped = torch.zeros([g, q_len, heads, self.head_dim], dtype=h.dtype, device=h.device)
+            grouped[cross_rows, slots] = xattn.q_proj(h).view(b, heads, self.head_dim)
+            out = F.scaled_dot_product_attention(grouped.transpose(1, 2), cross_k[i], cross_v[i],
+                                                 attn_mask=enc_mask, scale=xattn.scale)  # [G, H, Q, hd]
+            o = out.transpose(1, 2)[cross_rows, slots].reshape(b, 1, self.d_model)
+            h = layer.encoder_attn_layer_norm(h + xattn.out_proj(o))
             h = layer.final_layer_norm(h + layer.fc2(F.gelu(layer.fc1(h))))
             i += 1
         logits = self.lm_head(h.squeeze(1)) + self.final_logits_bias
