@@ -1043,18 +1043,33 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::CreateWithModel(
         "letterbox image mode needs the image tokens to form a square grid over the canvas; this model "
         "has ", dir.num_image_tokens, " tokens on a ", dir.preprocess.size, " px canvas"));
   }
-  if (model == nullptr) {
-    FLORENCE_ASSIGN_OR_RETURN(
-        model, engine::TorchScriptModel::Create(dir, {options.device, options.num_threads}));
-  }
   KvPool::Shape shape;
   shape.layers = dir.decoder.layers;
   shape.heads = dir.decoder.heads;
   shape.head_dim = dir.decoder.head_dim;
   shape.self_len = dir.decoder.max_positions;
   shape.cross_len = dir.num_image_tokens + options.max_prompt_tokens;
-  FLORENCE_ASSIGN_OR_RETURN(std::unique_ptr<KvPool> kv,
-                            KvPool::Create(*model, shape, options.kv_cache_bytes, options.max_rows));
+  // Loading the model and zeroing the pool run parallel Torch kernels. OpenMP
+  // (libgomp) keeps a worker pool for every thread that ever led a parallel
+  // region, and once it manages more threads than there are CPUs it stops
+  // spinning at barriers: each of a decode step's ~150 parallel kernels then
+  // pays a futex sleep and wake-up (measured: ~100 context switches per step
+  // per thread, steps 25% slower). So this set-up runs on a thread that exits,
+  // releasing its pool, and the engine thread is left as the only leader.
+  std::unique_ptr<KvPool> kv;
+  absl::Status setup;
+  std::thread([&] {
+    setup = [&]() -> absl::Status {
+      if (model == nullptr) {
+        FLORENCE_ASSIGN_OR_RETURN(
+            model, engine::TorchScriptModel::Create(dir, {options.device, options.num_threads}));
+      }
+      FLORENCE_ASSIGN_OR_RETURN(
+          kv, KvPool::Create(*model, shape, options.kv_cache_bytes, options.max_rows));
+      return absl::OkStatus();
+    }();
+  }).join();
+  FLORENCE_RETURN_IF_ERROR(setup);
   log::Info(absl::StrCat("KV-cache pool: ", kv->capacity(), " rows of ",
                          kv->row_bytes() >> 20, " MiB (", (kv->capacity() * kv->row_bytes()) >> 20,
                          " MiB), ", shape.self_len, " decoder + ", shape.cross_len,

@@ -8,6 +8,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <fstream>
 #include <map>
 #include <memory>
@@ -279,13 +281,17 @@ TEST_F(SchedulerTest, DeadlineWhileDecodingAndWhileQueued) {
   Case long_case{"astronaut.jpg", Task::kCaption, "", std::nullopt, 3, 1000};
   Request decoding = MakeRequest(long_case);
   decoding.min_new_tokens = 1000;
-  decoding.deadline = absl::Now() + absl::Milliseconds(1500);
+  const absl::Time decoding_deadline = absl::Now() + absl::Milliseconds(1500);
+  decoding.deadline = decoding_deadline;
   Collector a;
   ASSERT_TRUE(scheduler->Submit(std::move(decoding), &a).ok());
   for (int i = 0; i < 2000 && scheduler->kv_bytes_in_use() == 0; ++i) absl::SleepFor(absl::Milliseconds(5));
-  // No rows left: this one waits in the queue past its deadline.
+  // No rows left: this one waits in the queue past its deadline, which comes
+  // before the decoding request's (however long that one took to join on a
+  // loaded machine) so the rows are still taken when it expires.
   Request queued = MakeRequest({"coffee.png", Task::kOcr, "", std::nullopt, 1, 8});
-  queued.deadline = absl::Now() + absl::Milliseconds(300);
+  queued.deadline =
+      absl::Now() + std::min(absl::Milliseconds(300), (decoding_deadline - absl::Now()) / 2);
   Collector b;
   ASSERT_TRUE(scheduler->Submit(std::move(queued), &b).ok());
 
