@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Go command-line tools the project uses into .tools/bin from the Go module proxy, pinned:
-# grpcurl (the README's example client, by server reflection). Skips tools already at the pinned version.
-# Without a Go toolchain it says so and exits 0: nothing in the build or the tests needs these tools.
+# grpcurl (the README's example client, by server reflection) and ghz (the load generator of loadtest/run).
+# Skips tools already at the pinned version. Without a Go toolchain it says so and exits 0; the load-test
+# smoke test (loadtest.quick) then fails, saying ghz is missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 declare -A TOOLS=(
   [grpcurl]="github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3"
+  [ghz]="github.com/bojand/ghz/cmd/ghz@v0.120.0"
 )
 if ! command -v go >/dev/null 2>&1; then
   echo "go_tools: no Go toolchain; skipping ${!TOOLS[*]} (optional: example clients only)" >&2
@@ -22,6 +24,6 @@ for name in "${!TOOLS[@]}"; do
   if GOBIN="$PWD/.tools/bin" go install "$pkg"; then
     echo "$pkg" > "$stamp"
   else
-    echo "go_tools: could not install $pkg (optional; the examples also work with any grpcurl)" >&2
+    echo "go_tools: could not install $pkg" >&2
   fi
 done

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Cost of one exported `decode_step` against the number of decoder rows, laid out as the server's KV pool lays
+them out: rows are views of pool tensors sized for the model's full decoder length and `577 + 256` encoder
+positions, the beams of one request (3 by default) share one cross-attention row, every row at `--position`.
+
+  .venv/bin/python bench/decode_step.py --model models/florence2-base-random [--rows 1,3,12,27,48]
+      [--position 150] [--beams 3] [--threads 2]
+
+Prints one JSON line per row count: milliseconds per step (median of --repeats after 2 warm-up steps) and the
+ratio to the first row count. Random cache contents: the cost does not depend on the values.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=REPO / "models" / "florence2-base-random")
+    ap.add_argument("--rows", default="1,3,12,27,48")
+    ap.add_argument("--position", type=int, default=150)
+    ap.add_argument("--beams", type=int, default=3)
+    ap.add_argument("--encoder-len", type=int, default=590, help="real encoder positions per request")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    config = json.loads((args.model / "config.json").read_text())
+    model = torch.jit.load(str(args.model / "model.ts")).eval()
+    rows_list = [int(r) for r in args.rows.split(",")]
+    cap = max(rows_list)
+    with torch.inference_mode():
+        probe = model.empty_self_cache(1, 1)
+        layers, _, heads, _, head_dim = probe.shape
+        self_len = int(config["decoder"]["max_positions"])  # the server pool's row length
+        cross_len = int(config["num_image_tokens"]) + 256     # 577 image tokens + --max_prompt_tokens
+        self_k = model.empty_self_cache(cap, self_len)
+        self_v = model.empty_self_cache(cap, self_len)
+        cross_k = torch.randn(layers, cap, heads, cross_len, head_dim, dtype=probe.dtype)
+        cross_v = torch.randn_like(cross_k)
+        mask = torch.zeros(cap, cross_len, dtype=torch.long)
+        mask[:, :args.encoder_len] = 1
+        base = None
+        for rows in rows_list:
+            groups = -(-rows // args.beams)
+            cross_rows = torch.arange(groups).repeat_interleave(args.beams)[:rows]
+            ids = torch.randint(4, 50000, (rows,))
+            pos = torch.full((rows,), args.position)
+            view = (slice(None), slice(0, rows), slice(None), slice(0, args.position + 1))
+            cview = (slice(None), slice(0, groups), slice(None), slice(0, args.encoder_len))
+
+            def step() -> None:
+                model.decode_step(ids, pos, self_k[view], self_v[view], cross_k[cview], cross_v[cview],
+                                  mask[:groups, :args.encoder_len], cross_rows)
+
+            for _ in range(2):
+                step()
+            times = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                step()
+                times.append((time.perf_counter() - t0) * 1000)
+            ms = statistics.median(times)
+            base = base or ms
+            print(json.dumps({"rows": rows, "requests": groups, "position": args.position, "ms": round(ms, 1),
+                              "ratio_to_first": round(ms / base, 2), "threads": args.threads}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
