@@ -130,38 +130,51 @@ void KvPool::WriteCross(int64_t row, const KvPair& cross, int64_t index, int64_t
 }
 
 void KvPool::Reorder(const std::vector<int64_t>& rows, const std::vector<int64_t>& sources,
-                     int64_t self_len) {
+                     const std::vector<int64_t>& shared, int64_t self_len) {
   c10::InferenceMode guard;
-  // Only rows whose source differs are written, one row at a time: gathering
-  // over the pool tensor (index_select on the [L, R, H, P, hd] view) would
-  // first copy every row of the pool. The sources of those rows are staged in
-  // a scratch buffer, since a source may itself be overwritten.
-  std::vector<int64_t> slot_of(rows.size(), -1);  // source index -> scratch slot
-  std::vector<int64_t> staged;                     // scratch slot -> source index
-  for (size_t j = 0; j < rows.size(); ++j) {
-    const int64_t src = sources[j];
-    if (src == static_cast<int64_t>(j) || slot_of[src] >= 0) continue;
-    slot_of[src] = static_cast<int64_t>(staged.size());
-    staged.push_back(src);
+  // Row j is written iff its source differs and it keeps fewer than self_len
+  // positions; it is written one row at a time (an index_select over the pool
+  // view would first copy every row). A source that is itself written is
+  // staged first, from the earliest position any of its readers needs.
+  const size_t n = rows.size();
+  std::vector<int64_t> from(n, self_len);  // first position row j copies
+  for (size_t j = 0; j < n; ++j) {
+    if (sources[j] != static_cast<int64_t>(j)) from[j] = std::min(shared[j], self_len);
   }
-  if (staged.empty()) return;
-  const int64_t slots = static_cast<int64_t>(staged.size());
-  if (!scratch_.defined() || scratch_.size(1) < slots) {
+  std::vector<int64_t> stage_from(n, self_len);  // per source: first staged position
+  for (size_t j = 0; j < n; ++j) {
+    const int64_t src = sources[j];
+    if (from[j] < self_len && from[src] < self_len) {
+      stage_from[src] = std::min(stage_from[src], from[j]);
+    }
+  }
+  std::vector<int64_t> slot_of(n, -1);  // source index -> scratch slot
+  int64_t slots = 0;
+  for (size_t s = 0; s < n; ++s) {
+    if (stage_from[s] < self_len) slot_of[s] = slots++;
+  }
+  if (slots > 0 && (!scratch_.defined() || scratch_.size(1) < slots)) {
     scratch_ = at::empty({2, std::max<int64_t>(slots, 4), shape_.layers, shape_.heads,
                           shape_.self_len, shape_.head_dim},
                          self_.k.options());
   }
   const at::Tensor* caches[2] = {&self_.k, &self_.v};
   for (int kv = 0; kv < 2; ++kv) {
-    for (int64_t slot = 0; slot < slots; ++slot) {
-      scratch_[kv][slot].narrow(2, 0, self_len).copy_(
-          caches[kv]->select(1, rows[staged[slot]]).narrow(2, 0, self_len));
+    const at::Tensor& cache = *caches[kv];
+    auto span = [&](const at::Tensor& row, int64_t first) {
+      return row.narrow(2, first, self_len - first);
+    };
+    for (size_t s = 0; s < n; ++s) {
+      if (slot_of[s] < 0) continue;
+      span(scratch_[kv][slot_of[s]], stage_from[s])
+          .copy_(span(cache.select(1, rows[s]), stage_from[s]));
     }
-    for (size_t j = 0; j < rows.size(); ++j) {
+    for (size_t j = 0; j < n; ++j) {
+      if (from[j] >= self_len) continue;
       const int64_t src = sources[j];
-      if (src == static_cast<int64_t>(j)) continue;
-      caches[kv]->select(1, rows[j]).narrow(2, 0, self_len).copy_(
-          scratch_[kv][slot_of[src]].narrow(2, 0, self_len));
+      const at::Tensor source =
+          slot_of[src] >= 0 ? scratch_[kv][slot_of[src]] : cache.select(1, rows[src]);
+      span(cache.select(1, rows[j]), from[j]).copy_(span(source, from[j]));
     }
   }
 }

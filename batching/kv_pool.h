@@ -90,10 +90,12 @@ class KvPool {
   void WriteCross(int64_t row, const engine::KvPair& cross, int64_t index,
                   int64_t len, const at::Tensor& mask);
 
-  // Beam reordering within one sequence: row rows[j] := old row
-  // rows[sources[j]], for the first `self_len` self positions.
-  void Reorder(const std::vector<int64_t>& rows,
-               const std::vector<int64_t>& sources, int64_t self_len);
+  // Beam reordering within one sequence: positions [shared[j], self_len) of
+  // row rows[j] := those of old row rows[sources[j]]. Positions before
+  // shared[j] already hold the same K/V (Search::shared_positions) and are
+  // left alone; only sources that are themselves overwritten are staged.
+  void Reorder(const std::vector<int64_t>& rows, const std::vector<int64_t>& sources,
+               const std::vector<int64_t>& shared, int64_t self_len);
 
   // Views over the occupied rows and their first positions: self rows
   // [0, used()), cross rows and masks [0, used_cross()).

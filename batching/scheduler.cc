@@ -889,7 +889,7 @@ class SchedulerImpl final : public Scheduler {
         const std::vector<int64_t> sources = seq->search->Advance(logits.index_select(0, rows));
         bool identity = true;
         for (size_t j = 0; j < sources.size(); ++j) identity &= sources[j] == static_cast<int64_t>(j);
-        if (!identity) kv_->Reorder(seq->rows, sources, written);
+        if (!identity) kv_->Reorder(seq->rows, sources, seq->search->shared_positions(), written);
         if (seq->job->request.stream && !seq->search->done()) Publish(*seq);
       }
       return absl::OkStatus();

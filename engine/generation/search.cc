@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <utility>
@@ -83,6 +84,9 @@ class GreedySearch final : public Search {
     done_ = token == p_.eos_token_id ||
             static_cast<int64_t>(result_.tokens.size()) >= max_length_;
     return {0};
+  }
+  std::vector<int64_t> shared_positions() const override {  // the one row stays in place
+    return {static_cast<int64_t>(result_.tokens.size()) - 1};
   }
   bool done() const override { return done_; }
   SearchResult stable_prefix() const override { return result_; }
@@ -186,10 +190,15 @@ class BeamSearch final : public Search {
     at::Tensor next_idx = std::get<1>(at::topk(run_scores, nb_));
     std::vector<Hypothesis> new_running;
     std::vector<int64_t> sources;
+    shared_.assign(nb_, cur_len_);
     for (int64_t j = 0; j < nb_; ++j) {
       const int64_t c = next_idx[j].item<int64_t>();
       new_running.push_back(cand[c]);
       sources.push_back(src_beam[c]);
+      const std::vector<int64_t>& mine = running_[j].tokens;
+      const std::vector<int64_t>& theirs = running_[src_beam[c]].tokens;
+      const auto differ = std::mismatch(mine.begin(), mine.end(), theirs.begin(), theirs.end());
+      shared_[j] = differ.first - mine.begin();
     }
     at::Tensor new_running_scores = run_scores.index_select(0, next_idx);
 
@@ -236,12 +245,14 @@ class BeamSearch final : public Search {
               !hits_stop.all().item<bool>());
     return sources;
   }
+  std::vector<int64_t> shared_positions() const override { return shared_; }
 
  private:
   const SearchParams p_;
   const int64_t nb_;
   const int64_t keep_;
   const int64_t max_length_;
+  std::vector<int64_t> shared_;  // shared_positions() of the last Advance()
   int64_t cur_len_ = 1;
   std::vector<Hypothesis> running_;
   std::vector<Hypothesis> finished_;

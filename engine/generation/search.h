@@ -50,6 +50,12 @@ class Search {
   // Returns, for each new row r, the old row whose cache it continues: the
   // caller sets cache row r := old cache row result[r] (identity for greedy).
   virtual std::vector<int64_t> Advance(const at::Tensor& logits) = 0;
+  // After Advance(): for each new row r, how many leading cache positions old
+  // row r already shares with old row result[r]. A position's K/V are a
+  // function of the tokens up to it, and beams share a token prefix with the
+  // beam they descend from, so a reorder copies only positions
+  // [shared[r], written) (every written position for rows kept in place).
+  virtual std::vector<int64_t> shared_positions() const = 0;
   virtual bool done() const = 0;
   // The longest prefix that every hypothesis this search can still return
   // shares (start token included), with its tokens' log-probabilities:

@@ -132,7 +132,7 @@ TEST_F(KvPoolTest, ReorderCopiesOnlyChangedRowsAndTheGivenPositions) {
   const std::vector<int64_t> rows = pool_->Allocate(3);
   for (int64_t r = 0; r < 3; ++r) FillSelf(r, static_cast<float>(r + 1));
   // Beam 0 continues old beam 1, beam 1 old beam 1, beam 2 old beam 0; 2 positions written.
-  pool_->Reorder(rows, {1, 1, 0}, /*self_len=*/2);
+  pool_->Reorder(rows, {1, 1, 0}, /*shared=*/{0, 2, 0}, /*self_len=*/2);
   EXPECT_EQ(Self(0, 0), 2.0f);
   EXPECT_EQ(Self(0, 1), 2.0f);
   EXPECT_EQ(Self(1, 1), 2.0f);
@@ -142,6 +142,28 @@ TEST_F(KvPoolTest, ReorderCopiesOnlyChangedRowsAndTheGivenPositions) {
   // Positions past self_len are left alone.
   EXPECT_EQ(Self(0, 2), 1.0f);
   EXPECT_EQ(Self(2, 3), 3.0f);
+}
+
+TEST_F(KvPoolTest, ReorderKeepsSharedPositionsAndStagesSourcesThatAreOverwritten) {
+  const std::vector<int64_t> rows = pool_->Allocate(4);
+  for (int64_t r = 0; r < 4; ++r) FillSelf(r, static_cast<float>(r + 1));
+  // A cycle 0 <- 1 <- 2 <- 0 (every source is overwritten too), row 3 <- row 1,
+  // each target sharing a different number of leading positions with its source.
+  pool_->Reorder(rows, {1, 2, 0, 1}, /*shared=*/{2, 1, 3, 0}, /*self_len=*/kSelfLen);
+  auto k_row = [&](int64_t r) {
+    std::vector<float> out;
+    for (int64_t p = 0; p < kSelfLen; ++p) out.push_back(Self(r, p));
+    return out;
+  };
+  EXPECT_THAT(k_row(0), ElementsAre(1, 1, 2, 2));  // kept 2, then old row 1
+  EXPECT_THAT(k_row(1), ElementsAre(2, 3, 3, 3));  // kept 1, then old row 2
+  EXPECT_THAT(k_row(2), ElementsAre(3, 3, 3, 1));  // kept 3, then old row 0
+  EXPECT_THAT(k_row(3), ElementsAre(2, 2, 2, 2));  // all of old row 1, read before row 1 changed
+  EXPECT_EQ(pool_->SelfView(kSelfLen).v[0][1][0][2][1].item<float>(), -3.0f);
+  // A target that shares every written position is not touched.
+  FillSelf(0, 9.0f);
+  pool_->Reorder(rows, {3, 1, 2, 3}, /*shared=*/{kSelfLen, 0, 0, 0}, kSelfLen);
+  EXPECT_THAT(k_row(0), ElementsAre(9, 9, 9, 9));
 }
 
 }  // namespace

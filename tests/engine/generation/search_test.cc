@@ -104,6 +104,40 @@ TEST(SearchTest, BeamReorderSourcesStayWithinTheRequest) {
   EXPECT_LE(r.tokens.size(), 7u);
 }
 
+// The cache positions a reordered row keeps are exactly the token prefix its
+// old hypothesis shares with the one it continues (histories rebuilt here from
+// last_tokens() and the sources alone).
+TEST(SearchTest, SharedPositionsAreTheTokenPrefixSharedWithTheSource) {
+  SearchParams params;
+  params.num_beams = 4;
+  params.max_new_tokens = 24;
+  params.min_new_tokens = 24;
+  auto search = Search::Create(params);
+  ASSERT_TRUE(search.ok());
+  at::manual_seed(3);
+  std::vector<std::vector<int64_t>> hist(4, std::vector<int64_t>{2});
+  int partial = 0;  // moved rows that keep some but not all positions
+  while (!(*search)->done()) {
+    const std::vector<int64_t> sources = (*search)->Advance(at::randn({4, 12}) * 3);
+    const std::vector<int64_t> shared = (*search)->shared_positions();
+    const std::vector<int64_t> last = (*search)->last_tokens();
+    ASSERT_EQ(shared.size(), 4u);
+    std::vector<std::vector<int64_t>> next(4);
+    for (size_t r = 0; r < 4; ++r) {
+      const std::vector<int64_t>& mine = hist[r];
+      const std::vector<int64_t>& theirs = hist[sources[r]];
+      int64_t common = 0;
+      while (common < static_cast<int64_t>(mine.size()) && mine[common] == theirs[common]) ++common;
+      EXPECT_EQ(shared[r], common) << "row " << r << " at length " << mine.size();
+      partial += common > 0 && common < static_cast<int64_t>(mine.size());
+      next[r] = theirs;
+      next[r].push_back(last[r]);
+    }
+    hist = next;
+  }
+  EXPECT_GT(partial, 5);
+}
+
 TEST(SearchTest, RejectsBadParameters) {
   SearchParams p;
   p.num_beams = 0;
