@@ -1,0 +1,368 @@
+#!/usr/bin/env python3
+"""florence-serve against what a Florence-2 user runs today, side by side in one run, same weights, same images.
+
+  .venv/bin/python bench/baselines.py --model models/florence2-base-random [--requests 18] [--clients 16]
+      [--num-beams 3] [--batch-sizes 3,6] [--skip c] [--out bench/results/baselines.json]
+
+The workload is server_throughput.py's request set: one third each of Caption (24 new tokens), Detect <OD>
+(128) and Ocr with regions (256), lengths forced (min = max new tokens: random weights never stop on their own),
+over four photos and a scanned page. Phases, each alone on the machine, in this order:
+
+- **machine limits**: fp32 matmul GFLOP/s (bench/matmul_gflops.py), memory bandwidth (a 512 MiB copy: bytes
+  read + written per second), the vision tower's FLOPs per image (torch's FlopCounterMode over the exported
+  model) and its time at batch 1 (→ achieved GFLOP/s ÷ matmul peak), and one decode step at batch 1 against
+  its bandwidth bound (decoder + lm_head weights + one request's cross-attention K/V ÷ bandwidth).
+- **ours**: florence2-server on loopback, one warm-up request per task, then the set from `--clients`
+  concurrent clients (server_throughput.run_concurrent); null work: an empty Caption (INVALID_ARGUMENT) from
+  ghz, 128 calls in flight, for --null-seconds.
+- **(a)** transformers `generate()` one request at a time, in this process (processor included in the time).
+- **(b)** transformers batched `generate()`: requests of one task batched together (same prompt, same forced
+  length) at each of `--batch-sizes`; the best one is the baseline.
+- **(c)** bench/hf_grpc_server.py — a grpcio server wrapping transformers, generate() under a lock — driven by
+  the same clients as ours, and its null work.
+
+Checks: every call OK with exactly the requested tokens; (a)'s token ids against ours request by request
+(transformers and florence-serve must agree on the same weights). Output: a Markdown table on stdout with the
+ratios, and everything in --out (JSON). Exit status 1 on a failed call or a token mismatch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests" / "tools"))
+
+import server_throughput as st  # noqa: E402
+from matmul_gflops import gflops  # noqa: E402
+
+PROMPTS = {"caption": "<CAPTION>", "od": "<OD>", "ocr_with_region": "<OCR_WITH_REGION>"}
+
+
+# ---- Machine limits -------------------------------------------------------------------------------------------
+
+def median_ms(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def machine_limits(model_dir: Path, threads: int) -> dict[str, Any]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.set_num_threads(threads)
+    peak = max(gflops(2048, threads, repeats=5) for _ in range(3))
+    n = 512 * 1024 * 1024 // 4
+    src, dst = torch.randn(n), torch.empty(n)
+    copy_ms = min(median_ms(lambda: dst.copy_(src), 5) for _ in range(2))
+    bandwidth = 2 * n * 4 / (copy_ms / 1000) / 1e9  # GB/s, read + write
+    read_ms = min(median_ms(lambda: src.sum(), 5) for _ in range(2))
+    read_bandwidth = n * 4 / (read_ms / 1000) / 1e9  # GB/s, read only (what a decode step mostly does)
+    del src, dst
+
+    model = torch.jit.load(str(model_dir / "model.ts")).eval()
+    config = json.loads((model_dir / "config.json").read_text())
+    size = int(config["preprocess"]["size"])  # square input, pixels per side
+    with torch.inference_mode():
+        pixels = torch.randn(1, 3, size, size)
+        with FlopCounterMode(display=False) as counter:
+            model.image_features(pixels)
+        vision_flops = counter.get_total_flops()
+        vision_ms = median_ms(lambda: model.image_features(pixels), 3)
+
+        # One decode step, one row, at position 100 over 577 image + 10 prompt encoder positions.
+        probe = model.empty_self_cache(1, 1)
+        layers, _, heads, _, head_dim = probe.shape
+        enc_len, pos = 587, 100
+        self_k, self_v = model.empty_self_cache(1, pos + 1), model.empty_self_cache(1, pos + 1)
+        cross_k = torch.randn(layers, 1, heads, enc_len, head_dim)
+        cross_v = torch.randn_like(cross_k)
+        mask = torch.ones(1, enc_len, dtype=torch.long)
+        ids, positions, rows = torch.tensor([500]), torch.tensor([pos]), torch.tensor([0])
+        step_ms = median_ms(lambda: model.decode_step(ids, positions, self_k, self_v, cross_k, cross_v, mask, rows),
+                            9, warmup=2)
+    state = model.state_dict()
+    decoder_bytes = sum(t.numel() * t.element_size() for k, t in state.items()
+                        if ".decoder." in k and "embed_positions" not in k)
+    lm_head_bytes = state["model.language_model.shared.weight"].numel() * 4  # tied lm_head, read in full
+    cache_bytes = 2 * cross_k.numel() * 4 + 2 * self_k.numel() * 4
+    step_bytes = decoder_bytes + lm_head_bytes + cache_bytes
+    bound_ms = step_bytes / (max(bandwidth, read_bandwidth) * 1e9) * 1000
+    return {
+        "threads": threads,
+        "matmul_gflops": peak, "copy_bandwidth_gbs": bandwidth, "read_bandwidth_gbs": read_bandwidth,
+        "vision_gflop_per_image": vision_flops / 1e9, "vision_ms_batch1": vision_ms,
+        "vision_gflops": vision_flops / 1e9 / (vision_ms / 1000),
+        "vision_fraction_of_peak": vision_flops / 1e9 / (vision_ms / 1000) / peak,
+        "decode_step_bytes": step_bytes, "decode_step_ms_batch1": step_ms,
+        "decode_step_bound_ms": bound_ms, "decode_fraction_of_bound": bound_ms / step_ms,
+    }
+
+
+# ---- transformers in this process -----------------------------------------------------------------------------
+
+class Hf:
+    def __init__(self, model_dir: Path) -> None:
+        from conftest import hf_model_from_state, hf_processor
+        from tools.florence2 import export as exp
+        from tools.florence2.config import Florence2Arch
+
+        cfg = json.loads((model_dir / "config.json").read_text())
+        arch = Florence2Arch.from_json(cfg["architecture"])
+        state = torch.jit.load(str(model_dir / exp.MODEL_FILE)).state_dict()
+        self.model = hf_model_from_state(arch, state)
+        self.processor = hf_processor(model_dir)
+
+    def generate(self, task: str, images: list[Image.Image], new_tokens: int, beams: int) -> list[list[int]]:
+        inputs = self.processor(text=[PROMPTS[task]] * len(images), images=images, return_tensors="pt")
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, do_sample=False, num_beams=beams, no_repeat_ngram_size=3,
+                                      max_new_tokens=new_tokens, min_new_tokens=new_tokens, early_stopping=True,
+                                      decoder_start_token_id=2, forced_bos_token_id=0, forced_eos_token_id=2)
+        return [row.tolist() for row in out]
+
+
+def pil(request: st.BenchRequest) -> Image.Image:
+    import io
+    return Image.open(io.BytesIO(request.image)).convert("RGB")
+
+
+def run_one_at_a_time(hf: Hf, requests: list[st.BenchRequest], beams: int) -> tuple[float, list[list[int]]]:
+    hf.generate("caption", [pil(requests[0])], st.WARMUP_TOKENS, beams)  # warm-up
+    start = time.perf_counter()
+    tokens = [hf.generate(r.task, [pil(r)], r.new_tokens, beams)[0] for r in requests]
+    return time.perf_counter() - start, tokens
+
+
+def run_batched(hf: Hf, requests: list[st.BenchRequest], beams: int, batch: int) -> tuple[float, list[list[int]]]:
+    """Requests of one task in batches of `batch`, in request order within the task."""
+    tokens: list[list[int]] = [[] for _ in requests]
+    start = time.perf_counter()
+    for task, _ in st.TASKS:
+        mine = [r for r in requests if r.task == task]
+        for i in range(0, len(mine), batch):
+            chunk = mine[i:i + batch]
+            out = hf.generate(task, [pil(r) for r in chunk], chunk[0].new_tokens, beams)
+            for r, t in zip(chunk, out):
+                tokens[r.index] = t
+    return time.perf_counter() - start, tokens
+
+
+def strip_pad(tokens: list[int], pad: int = 1) -> list[int]:
+    while tokens and tokens[-1] == pad:
+        tokens = tokens[:-1]
+    return tokens
+
+
+# ---- gRPC phases ----------------------------------------------------------------------------------------------
+
+def grpc_phase(stubs, address: str, requests, beams: int, clients: int) -> tuple[float, list[st.Outcome]]:
+    warm = [st.BenchRequest(-1, task, st.WARMUP_TOKENS, requests[0].image_name, requests[0].image)
+            for task, _ in st.TASKS]
+    st.run_sequential(stubs, address, warm, beams)
+    return st.run_concurrent(stubs, address, requests, beams, clients)
+
+
+class HfGrpcServer:
+    def __init__(self, model_dir: Path, workdir: Path, threads: int) -> None:
+        self.port_file = workdir / "hf_server.port"
+        self.port_file.unlink(missing_ok=True)
+        self.log = (workdir / "hf_grpc_server.log").open("wb")
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "hf_grpc_server.py"), "--model",
+                                      str(model_dir), "--port-file", str(self.port_file), "--threads", str(threads)],
+                                     stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + st.START_TIMEOUT_S
+        while not (self.port_file.is_file() and self.port_file.read_text().endswith("\n")):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"hf_grpc_server did not start; log: {self.log.name}")
+            time.sleep(0.1)
+        self.address = f"127.0.0.1:{int(self.port_file.read_text())}"
+        with grpc.insecure_channel(self.address) as ch:
+            grpc.channel_ready_future(ch).result(timeout=60)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        self.log.close()
+
+
+def null_work_ghz(address: str, pid: int, seconds: float, out: Path) -> dict[str, Any]:
+    """An empty CaptionRequest (INVALID_ARGUMENT: no image) from ghz, 128 in flight over 4 connections for
+    `seconds`: the front end's cost per call with a client that is not the bottleneck (one Go process)."""
+    import psutil
+
+    ghz = REPO / ".tools" / "bin" / "ghz"
+    server = psutil.Process(pid)
+    cpu0 = server.cpu_times()
+    subprocess.run([str(ghz), "--insecure", "--proto", str(REPO / "proto" / "florence" / "v1" / "florence.proto"),
+                    "--import-paths", str(REPO / "proto"), "--call", "florence.v1.Florence/Caption", "-d", "{}",
+                    "-c", "128", "--connections", "4", "-z", f"{seconds}s", "-O", "json", "-o", str(out),
+                    address], check=True, stdout=subprocess.DEVNULL)
+    cpu1 = server.cpu_times()
+    report = json.loads(out.read_text())
+    server_cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    codes = report.get("statusCodeDistribution", {})
+    return {"seconds": seconds, "client": "ghz -c 128 --connections 4", "calls": report["count"], "codes": codes,
+            "rpc_per_s": report["rps"],
+            "server_cpu_us_per_rpc": 1e6 * server_cpu / report["count"] if report["count"] else None}
+
+
+# ---- Report ---------------------------------------------------------------------------------------------------
+
+def markdown(r: dict[str, Any]) -> str:
+    lim, rows = r.get("limits"), []
+    ours = r["ours"]["requests_per_s"]
+    lines = [f"Machine: {r['machine']['cpu_model']}, {r['machine']['logical_cpus']} CPUs; torch {torch.__version__}; "
+             f"{r['requests']} requests (caption 24 / OD 128 / OCR-with-region 256 tokens), beam {r['num_beams']}.",
+             "", "| side | wall s | req/s | ours ÷ side |", "|---|---|---|---|"]
+    rows.append(("**ours** (florence2-server, %d clients)" % r["clients"], r["ours"]["wall_s"], ours))
+    if "a" in r:
+        rows.append(("(a) transformers generate, one at a time", r["a"]["wall_s"], r["a"]["requests_per_s"]))
+    if "b" in r:
+        for bs, v in sorted(r["b"]["by_batch"].items(), key=lambda kv: int(kv[0])):
+            best = " (best)" if int(bs) == r["b"]["best_batch"] else ""
+            rows.append((f"(b) transformers batched generate, batch {bs}{best}", v["wall_s"], v["requests_per_s"]))
+    if "c" in r:
+        rows.append(("(c) grpcio server wrapping transformers, %d clients" % r["clients"], r["c"]["wall_s"],
+                     r["c"]["requests_per_s"]))
+    for name, wall, rps in rows:
+        lines.append(f"| {name} | {wall:.1f} | {rps:.4f} | {ours / rps:.2f}x |")
+    if "c" in r:
+        lines += ["", f"Null work (empty Caption → INVALID_ARGUMENT, ghz -c 128): ours {r['ours_null']['rpc_per_s']:.0f} RPC/s, "
+                  f"(c) {r['c_null']['rpc_per_s']:.0f} RPC/s → {r['ours_null']['rpc_per_s'] / r['c_null']['rpc_per_s']:.1f}x; "
+                  f"server CPU per call: ours {r['ours_null']['server_cpu_us_per_rpc']:.0f} µs, "
+                  f"(c) {r['c_null']['server_cpu_us_per_rpc']:.0f} µs → "
+                  f"{r['c_null']['server_cpu_us_per_rpc'] / r['ours_null']['server_cpu_us_per_rpc']:.1f}x less."]
+    if "a" in r:
+        lines += ["", f"Token ids, (a) vs ours: {r['a']['token_matches']}/{r['requests']} requests identical."]
+    if lim:
+        lines += ["", f"Limits: matmul {lim['matmul_gflops']:.0f} GFLOP/s; copy bandwidth "
+                  f"{lim['copy_bandwidth_gbs']:.1f} GB/s, read {lim['read_bandwidth_gbs']:.1f} GB/s; vision tower {lim['vision_gflop_per_image']:.0f} GFLOP/image in "
+                  f"{lim['vision_ms_batch1']:.0f} ms = {lim['vision_gflops']:.0f} GFLOP/s = "
+                  f"{100 * lim['vision_fraction_of_peak']:.0f}% of matmul peak; decode step (1 row) "
+                  f"{lim['decode_step_ms_batch1']:.1f} ms vs bandwidth bound {lim['decode_step_bound_ms']:.1f} ms "
+                  f"({lim['decode_step_bytes'] / 1e6:.0f} MB) = {100 * lim['decode_fraction_of_bound']:.0f}% of bound."]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=REPO / "models" / "florence2-base-random")
+    ap.add_argument("--server-bin", type=Path, default=REPO / "build" / "server" / "florence2-server")
+    ap.add_argument("--images", type=Path, default=REPO / "bench" / "results" / "images")
+    ap.add_argument("--requests", type=int, default=18, help="a multiple of 3 (one third per task)")
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--num-beams", type=int, default=3)
+    ap.add_argument("--max-batch", type=int, default=8, help="florence2-server --max_batch")
+    ap.add_argument("--batch-sizes", default="3,6", help="baseline (b): batch sizes tried")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of the Python sides")
+    ap.add_argument("--null-seconds", type=float, default=5.0)
+    ap.add_argument("--skip", default="", help="comma list of phases to leave out: limits,a,b,c")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "baselines.json")
+    args = ap.parse_args()
+    if args.requests % 3:
+        ap.error("--requests must be a multiple of 3")
+    skip = {s for s in args.skip.split(",") if s}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for path, what in ((args.server_bin, "build it: cmake --build build -j2 --target florence2-server"),
+                       (args.model / "manifest.json", "export it: .venv/bin/python tools/florence2_export.py "
+                                                      f"--random base --seed 0 --out {args.model}")):
+        if not path.exists():
+            sys.exit(f"{path} missing; {what}")
+    if not all((args.images / f).is_file() for f in st.IMAGE_FILES):
+        subprocess.run([sys.executable, str(REPO / "tools" / "test_images.py"), "--out", str(args.images)],
+                       check=True)
+    requests = st.build_requests(args.images, args.requests)
+    stubs = st.florence_client.load_stubs()
+    result: dict[str, Any] = {"machine": st.machine(), "requests": args.requests, "clients": args.clients,
+                              "num_beams": args.num_beams, "model": str(args.model.name),
+                              "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
+    problems: list[str] = []
+    torch.set_num_threads(args.threads)
+
+    if "limits" not in skip:
+        print("== machine limits", flush=True)
+        result["limits"] = machine_limits(args.model, args.threads)
+
+    print("== ours", flush=True)
+    server = st.Server(args.server_bin, args.model, args.max_batch, args.out.parent,
+                       args.out.parent / "baselines_server.log")
+    server.start()
+    try:
+        wall, ours = grpc_phase(stubs, server.address, requests, args.num_beams, args.clients)
+        problems += st.check_outcomes("ours", requests, ours)
+        result["ours"] = st.phase_summary(wall, ours)
+        result["ours_null"] = null_work_ghz(server.address, server.proc.pid, args.null_seconds, args.out.parent / "null_ours.json")
+    finally:
+        server.stop()
+    ours_tokens = {o.index: o.token_ids for o in ours}
+
+    if not {"a", "b"} <= skip:
+        hf = Hf(args.model)
+        if "a" not in skip:
+            print("== (a) transformers one at a time", flush=True)
+            wall, tokens = run_one_at_a_time(hf, requests, args.num_beams)
+            matches = sum(strip_pad(t) == ours_tokens.get(r.index) for r, t in zip(requests, tokens))
+            for r, t in zip(requests, tokens):
+                if strip_pad(t) != ours_tokens.get(r.index):
+                    problems.append(f"(a) request {r.index} ({r.task}, {r.image_name}): transformers' tokens "
+                                    f"differ from ours")
+            result["a"] = {"wall_s": wall, "requests_per_s": len(requests) / wall, "token_matches": matches}
+        if "b" not in skip:
+            by_batch = {}
+            for bs in [int(b) for b in args.batch_sizes.split(",")]:
+                print(f"== (b) transformers batched, batch {bs}", flush=True)
+                wall, tokens = run_batched(hf, requests, args.num_beams, bs)
+                same = sum(strip_pad(t) == ours_tokens.get(r.index) for r, t in zip(requests, tokens))
+                by_batch[str(bs)] = {"wall_s": wall, "requests_per_s": len(requests) / wall, "token_matches": same}
+            best = max(by_batch, key=lambda k: by_batch[k]["requests_per_s"])
+            result["b"] = {"by_batch": by_batch, "best_batch": int(best),
+                           "requests_per_s": by_batch[best]["requests_per_s"]}
+        del hf
+
+    if "c" not in skip:
+        print("== (c) grpcio server wrapping transformers", flush=True)
+        hf_server = HfGrpcServer(args.model, args.out.parent, args.threads)
+        try:
+            wall, outs = grpc_phase(stubs, hf_server.address, requests, args.num_beams, args.clients)
+            problems += st.check_outcomes("(c)", requests, outs)
+            result["c"] = st.phase_summary(wall, outs)
+            result["c_null"] = null_work_ghz(hf_server.address, hf_server.proc.pid, args.null_seconds, args.out.parent / "null_c.json")
+        finally:
+            hf_server.stop()
+
+    ours_rps = result["ours"]["requests_per_s"]
+    result["ratios"] = {k: ours_rps / result[k]["requests_per_s"] for k in ("a", "b", "c") if k in result}
+    if "c_null" in result:
+        result["ratios"]["null_work_vs_c"] = result["ours_null"]["rpc_per_s"] / result["c_null"]["rpc_per_s"]
+        result["ratios"]["null_cpu_per_call_c_over_ours"] = (result["c_null"]["server_cpu_us_per_rpc"]
+                                                             / result["ours_null"]["server_cpu_us_per_rpc"])
+    result["problems"] = problems
+    args.out.write_text(json.dumps(result, indent=1))
+    print(markdown(result))
+    for p in problems:
+        print("!!!", p)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
