@@ -41,12 +41,12 @@ class ConvEmbed(nn.Module):
         self.norm = nn.LayerNorm(in_ch if pre_norm else out_ch)
         self.pre_norm = pre_norm
 
-    def forward(self, x: Tensor) -> Tensor:  # [B, C, H, W]
+    def forward(self, x: Tensor) -> Tensor:  # [B, H, W, C] -> [B, H', W', C'], channels last
         if self.pre_norm:
-            x = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        x = self.conv(x)
+            x = self.norm(x)
+        x = self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).contiguous()
         if not self.pre_norm:
-            x = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            x = self.norm(x)
         return x
 
 
@@ -118,16 +118,16 @@ class SpatialBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = VisionMLP(dim, mlp_ratio)
 
-    def forward(self, x: Tensor) -> Tensor:  # [B, C, H, W]
-        b, c, h, w = x.shape
-        x = self.conv1(x) + x
-        t = x.flatten(2).transpose(1, 2)
+    def forward(self, x: Tensor) -> Tensor:  # [B, H, W, C], channels last throughout
+        b, h, w, c = x.shape
+        x = self.conv1(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).contiguous() + x
+        t = x.view(b, h * w, c)
         t = t + self.window_attn(self.norm1(t).view(b, h, w, c))
-        x = t.transpose(1, 2).reshape(b, c, h, w)
-        x = self.conv2(x) + x
-        t = x.flatten(2).transpose(1, 2)
+        x = t.view(b, h, w, c)
+        x = self.conv2(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).contiguous() + x
+        t = x.view(b, h * w, c)
         t = t + self.ffn(self.norm2(t))
-        return t.transpose(1, 2).reshape(b, c, h, w)
+        return t.view(b, h, w, c)
 
 
 class ChannelBlock(nn.Module):
@@ -140,16 +140,16 @@ class ChannelBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = VisionMLP(dim, mlp_ratio)
 
-    def forward(self, x: Tensor) -> Tensor:
-        b, c, h, w = x.shape
-        x = self.conv1(x) + x
-        t = x.flatten(2).transpose(1, 2)
+    def forward(self, x: Tensor) -> Tensor:  # [B, H, W, C]
+        b, h, w, c = x.shape
+        x = self.conv1(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).contiguous() + x
+        t = x.view(b, h * w, c)
         t = t + self.channel_attn(self.norm1(t))
-        x = t.transpose(1, 2).reshape(b, c, h, w)
-        x = self.conv2(x) + x
-        t = x.flatten(2).transpose(1, 2)
+        x = t.view(b, h, w, c)
+        x = self.conv2(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).contiguous() + x
+        t = x.view(b, h * w, c)
         t = t + self.ffn(self.norm2(t))
-        return t.transpose(1, 2).reshape(b, c, h, w)
+        return t.view(b, h, w, c)
 
 
 class DualBlock(nn.Module):
@@ -179,11 +179,15 @@ class VisionTower(nn.Module):
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x: Tensor) -> Tensor:
+        # Channels last between the stages and blocks: LayerNorm, the linear layers and the residual adds all
+        # want [.., C] rows. A convolution takes the NCHW view of that memory (channels_last format, which the
+        # CPU convolution keeps), so its result's NHWC view is contiguous again: nothing is transposed.
+        x = x.permute(0, 2, 3, 1)
         for conv, stage in zip(self.convs, self.blocks):
             x = conv(x)
             for block in stage:
                 x = block(x)
-        return x
+        return x.permute(0, 3, 1, 2)
 
 
 class PositionEmbedding2D(nn.Module):
