@@ -47,7 +47,7 @@ class HfFlorence:
     def __init__(self, model_dir: Path) -> None:
         cfg = json.loads((model_dir / "config.json").read_text())
         arch = Florence2Arch.from_json(cfg["architecture"])
-        state = torch.jit.load(str(model_dir / exp.MODEL_FILE)).state_dict()
+        state = {k: v.float() for k, v in torch.jit.load(str(model_dir / exp.MODEL_FILE)).state_dict().items()}
         self.model = hf_model_from_state(arch, state)
         self.processor = hf_processor(model_dir)
         # The checkpoint's processor_config.json carries the post-processor's task table; the processor built

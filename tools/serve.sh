@@ -4,34 +4,42 @@
 #
 # Model: $MODEL_DIR if it holds a model; otherwise the real microsoft/Florence-2-base exported from the model
 # hub when the hub is reachable; otherwise seeded random weights of the base architecture (outputs are then
-# meaningless, and the server says so loudly).
+# meaningless, and the server says so loudly). MODEL_DTYPE=bfloat16 (or float16) picks an opt-in
+# reduced-precision export instead (its own directory, models/florence2-base[-random]-<dtype>; accuracy and
+# speed in docs/PERFORMANCE.md); the default float32 is the exact path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 BUILD_DIR=${BUILD_DIR:-build}
-REAL_DIR=models/florence2-base
-RANDOM_DIR=models/florence2-base-random
+MODEL_DTYPE=${MODEL_DTYPE:-float32}
+SUFFIX=""
+[ "$MODEL_DTYPE" = float32 ] || SUFFIX="-$MODEL_DTYPE"
+REAL_DIR=models/florence2-base$SUFFIX
+RANDOM_DIR=models/florence2-base-random$SUFFIX
 MODEL_DIR=${MODEL_DIR:-}
 ADDRESS=${ADDRESS:-127.0.0.1:50051}
 METRICS_ADDRESS=${METRICS_ADDRESS:-127.0.0.1:9090}
 
-# True when $1 holds an export the engine drives: a manifest and the exporter's current interface version
-# (an export made before an interface change is re-exported rather than refused by the server).
+# True when $1 holds an export the engine drives in $MODEL_DTYPE: a manifest and the exporter's current
+# interface version (an export made before an interface change is re-exported rather than refused).
 current() {
   [ -f "$1/manifest.json" ] && "$PY" -c 'import json, sys
 from tools.florence2.export import INTERFACE_VERSION
-sys.exit(json.load(open(sys.argv[1] + "/config.json")).get("interface_version") != INTERFACE_VERSION)' "$1"
+c = json.load(open(sys.argv[1] + "/config.json"))
+sys.exit(c.get("interface_version") != INTERFACE_VERSION or c.get("dtype") != sys.argv[2])' "$1" "$MODEL_DTYPE"
 }
 
 if [ -z "$MODEL_DIR" ]; then
   if current "$REAL_DIR"; then
     MODEL_DIR=$REAL_DIR
   elif timeout 30 "$PY" -c "import huggingface_hub as h; h.model_info('microsoft/Florence-2-base')" >/dev/null 2>&1 &&
-       "$PY" tools/florence2_export.py --from-pretrained microsoft/Florence-2-base --out "$REAL_DIR"; then
+       "$PY" tools/florence2_export.py --from-pretrained microsoft/Florence-2-base --dtype "$MODEL_DTYPE" \
+         --out "$REAL_DIR"; then
     MODEL_DIR=$REAL_DIR
   else
     MODEL_DIR=$RANDOM_DIR
-    current "$MODEL_DIR" || "$PY" tools/florence2_export.py --random base --seed 0 --out "$MODEL_DIR"
+    current "$MODEL_DIR" ||
+      "$PY" tools/florence2_export.py --random base --seed 0 --dtype "$MODEL_DTYPE" --out "$MODEL_DIR"
   fi
 fi
 if grep -q '"random"' "$MODEL_DIR/manifest.json" 2>/dev/null; then
