@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "tests" / "tools"))
 
+import hf_florence  # noqa: E402
 import server_throughput as st  # noqa: E402
 from matmul_gflops import gflops  # noqa: E402
 
@@ -80,7 +81,7 @@ def machine_limits(model_dir: Path, threads: int) -> dict[str, Any]:
     bandwidth = 2 * n * 4 / (copy_ms / 1000) / 1e9  # GB/s, read + write
     read_ms = min(median_ms(lambda: src.sum(), 5) for _ in range(2))
     read_bandwidth = n * 4 / (read_ms / 1000) / 1e9  # GB/s, read only (what a decode step mostly does)
-    del src, dst
+    src = dst = None  # 1 GiB back before the model phases
 
     model = torch.jit.load(str(model_dir / "model.ts")).eval()
     config = json.loads((model_dir / "config.json").read_text())
@@ -126,23 +127,11 @@ def machine_limits(model_dir: Path, threads: int) -> dict[str, Any]:
 
 class Hf:
     def __init__(self, model_dir: Path) -> None:
-        from conftest import hf_model_from_state, hf_processor
-        from tools.florence2 import export as exp
-        from tools.florence2.config import Florence2Arch
-
-        cfg = json.loads((model_dir / "config.json").read_text())
-        arch = Florence2Arch.from_json(cfg["architecture"])
-        # fp32 transformers on the exported weights (of a reduced-precision export: its rounded values).
-        state = {k: v.float() for k, v in torch.jit.load(str(model_dir / exp.MODEL_FILE)).state_dict().items()}
-        self.model = hf_model_from_state(arch, state)
-        self.processor = hf_processor(model_dir)
+        self.model, self.processor = hf_florence.load(model_dir)
 
     def generate(self, task: str, images: list[Image.Image], new_tokens: int, beams: int) -> list[list[int]]:
         inputs = self.processor(text=[PROMPTS[task]] * len(images), images=images, return_tensors="pt")
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, do_sample=False, num_beams=beams, no_repeat_ngram_size=3,
-                                      max_new_tokens=new_tokens, min_new_tokens=new_tokens, early_stopping=True,
-                                      decoder_start_token_id=2, forced_bos_token_id=0, forced_eos_token_id=2)
+        out = hf_florence.generate(self.model, inputs, beams, new_tokens, new_tokens)
         return [row.tolist() for row in out]
 
 
@@ -320,17 +309,23 @@ def main() -> int:
         print("== machine limits", flush=True)
         result["limits"] = machine_limits(args.model, args.threads)
 
+    def server_phase(name: str, server: Any) -> list[st.Outcome]:
+        """The request set from the clients, then null work, against a started server; stops it."""
+        try:
+            wall, outcomes = grpc_phase(stubs, server.address, requests, args.num_beams, args.clients)
+            problems.extend(st.check_outcomes(name, requests, outcomes))
+            result[name] = st.phase_summary(wall, outcomes)
+            result[f"{name}_null"] = null_work_ghz(server.address, server.proc.pid, args.null_seconds,
+                                                   args.out.parent / f"null_{name}.json")
+        finally:
+            server.stop()
+        return outcomes
+
     print("== ours", flush=True)
     server = st.Server(args.server_bin, args.model, args.max_batch, args.out.parent,
                        args.out.parent / "baselines_server.log")
     server.start()
-    try:
-        wall, ours = grpc_phase(stubs, server.address, requests, args.num_beams, args.clients)
-        problems += st.check_outcomes("ours", requests, ours)
-        result["ours"] = st.phase_summary(wall, ours)
-        result["ours_null"] = null_work_ghz(server.address, server.proc.pid, args.null_seconds, args.out.parent / "null_ours.json")
-    finally:
-        server.stop()
+    ours = server_phase("ours", server)
     ours_tokens = {o.index: o.token_ids for o in ours}
 
     if not {"a", "b"} <= skip:
@@ -360,14 +355,7 @@ def main() -> int:
 
     if "c" not in skip:
         print("== (c) grpcio server wrapping transformers", flush=True)
-        hf_server = HfGrpcServer(args.model, args.out.parent, args.threads)
-        try:
-            wall, outs = grpc_phase(stubs, hf_server.address, requests, args.num_beams, args.clients)
-            problems += st.check_outcomes("(c)", requests, outs)
-            result["c"] = st.phase_summary(wall, outs)
-            result["c_null"] = null_work_ghz(hf_server.address, hf_server.proc.pid, args.null_seconds, args.out.parent / "null_c.json")
-        finally:
-            hf_server.stop()
+        server_phase("c", HfGrpcServer(args.model, args.out.parent, args.threads))
 
     ours_rps = result["ours"]["requests_per_s"]
     result["ratios"] = {k: ours_rps / result[k]["requests_per_s"] for k in ("a", "b", "c") if k in result}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import signal
 import sys
 import threading
@@ -30,12 +29,10 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "tools"))
+sys.path.insert(0, str(REPO / "bench"))
 
+import hf_florence  # noqa: E402
 from clients.python import florence_client  # noqa: E402
-from conftest import hf_model_from_state, hf_processor  # noqa: E402
-from tools.florence2 import export as exp  # noqa: E402
-from tools.florence2.config import Florence2Arch  # noqa: E402
 
 
 OCR_PATTERN = r"(.+?)<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>"
@@ -45,11 +42,7 @@ class HfFlorence:
     """transformers' Florence-2 and processor, one generate() at a time."""
 
     def __init__(self, model_dir: Path) -> None:
-        cfg = json.loads((model_dir / "config.json").read_text())
-        arch = Florence2Arch.from_json(cfg["architecture"])
-        state = {k: v.float() for k, v in torch.jit.load(str(model_dir / exp.MODEL_FILE)).state_dict().items()}
-        self.model = hf_model_from_state(arch, state)
-        self.processor = hf_processor(model_dir)
+        self.model, self.processor = hf_florence.load(model_dir)
         # The checkpoint's processor_config.json carries the post-processor's task table; the processor built
         # from our model directory has none, so give it the entries the served tasks parse with.
         from transformers.models.florence2.processing_florence2 import Florence2PostProcessor
@@ -61,10 +54,8 @@ class HfFlorence:
 
     def run(self, prompt: str, image: Image.Image, num_beams: int, max_new: int, min_new: int) -> tuple[list[int], dict]:
         inputs = self.processor(text=prompt, images=image, return_tensors="pt")
-        with self.lock, torch.inference_mode():
-            out = self.model.generate(**inputs, do_sample=False, num_beams=num_beams, no_repeat_ngram_size=3,
-                                      max_new_tokens=max_new, min_new_tokens=min_new, early_stopping=True,
-                                      decoder_start_token_id=2, forced_bos_token_id=0, forced_eos_token_id=2)
+        with self.lock:
+            out = hf_florence.generate(self.model, inputs, num_beams, max_new, min_new)
         tokens = out[0].tolist()
         text = self.processor.batch_decode(out, skip_special_tokens=False)[0]
         parsed = self.processor.post_process_generation(text, task=prompt, image_size=image.size)

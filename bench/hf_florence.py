@@ -1,0 +1,37 @@
+"""transformers' Florence-2 on a florence-serve model directory's weights, for the baselines in bench/.
+
+`load(model_dir)` gives transformers' `Florence2ForConditionalGeneration` holding exactly the exported state dict
+(in fp32; a reduced-precision export's rounded values) and the Florence-2 processor; `generate()` runs it with
+the reference decoding settings and the given lengths.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "tools"))
+
+from conftest import hf_model_from_state, hf_processor  # noqa: E402
+from tools.florence2 import export as exp  # noqa: E402
+from tools.florence2.config import Florence2Arch  # noqa: E402
+
+
+def load(model_dir: Path) -> tuple[Any, Any]:
+    cfg = json.loads((model_dir / "config.json").read_text())
+    arch = Florence2Arch.from_json(cfg["architecture"])
+    state = {k: v.float() for k, v in torch.jit.load(str(model_dir / exp.MODEL_FILE)).state_dict().items()}
+    return hf_model_from_state(arch, state), hf_processor(model_dir)
+
+
+def generate(model: Any, inputs: dict[str, torch.Tensor], beams: int, max_new: int, min_new: int) -> torch.Tensor:
+    """generate() as Florence-2's reference decoding (no_repeat_ngram 3, forced BOS/EOS, early stopping)."""
+    with torch.inference_mode():
+        return model.generate(**inputs, do_sample=False, num_beams=beams, no_repeat_ngram_size=3,
+                              max_new_tokens=max_new, min_new_tokens=min_new, early_stopping=True,
+                              decoder_start_token_id=2, forced_bos_token_id=0, forced_eos_token_id=2)
