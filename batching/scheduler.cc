@@ -1062,7 +1062,13 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::CreateWithModel(
     setup = [&]() -> absl::Status {
       if (model == nullptr) {
         FLORENCE_ASSIGN_OR_RETURN(
-            model, engine::TorchScriptModel::Create(dir, {options.device, options.num_threads}));
+            std::unique_ptr<engine::TorchScriptModel> loaded,
+            engine::TorchScriptModel::Create(
+                dir, {options.device, options.num_threads, options.cpu_prepack}));
+        if (loaded->prepacked()) {
+          log::Info("decoder and lm_head weights prepacked for oneDNN (CPU decode steps)");
+        }
+        model = std::move(loaded);
       }
       FLORENCE_ASSIGN_OR_RETURN(
           kv, KvPool::Create(*model, shape, options.kv_cache_bytes, options.max_rows));

@@ -4,10 +4,13 @@ them out: rows are views of pool tensors sized for the model's full decoder leng
 positions, the beams of one request (3 by default) share one cross-attention row, every row at `--position`.
 
   .venv/bin/python bench/decode_step.py --model models/florence2-base-random [--rows 1,3,12,27,48]
-      [--position 150] [--beams 3] [--threads 2]
+      [--position 150] [--beams 3] [--threads 2] [--paths plain,cpu_prepack]
 
-Prints one JSON line per row count: milliseconds per step (median of --repeats after 2 warm-up steps) and the
-ratio to the first row count. Random cache contents: the cost does not depend on the values.
+Each path is its own load of the artefact: `plain` as exported, `cpu_prepack` after `pack_for_cpu` (what the
+engine does on CPU by default). The paths are timed in turn, row count by row count, round after round, so a
+drift of the machine hits both alike. Prints one JSON line per path and row count: milliseconds per step
+(median over --repeats rounds, after 2 warm-up steps), the ratio to the path's first row count and, for
+cpu_prepack, the speed-up over plain. Random cache contents: the cost does not depend on the values.
 """
 from __future__ import annotations
 
@@ -31,48 +34,62 @@ def main() -> int:
     ap.add_argument("--encoder-len", type=int, default=590, help="real encoder positions per request")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--paths", default="plain,cpu_prepack", help="plain and/or cpu_prepack")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     config = json.loads((args.model / "config.json").read_text())
-    model = torch.jit.load(str(args.model / "model.ts")).eval()
+    paths = args.paths.split(",")
+    models = {}
+    for path in paths:
+        models[path] = torch.jit.load(str(args.model / "model.ts")).eval()
+        if path == "cpu_prepack" and not models[path].pack_for_cpu(32):
+            raise SystemExit("pack_for_cpu declined: the artefact is not float32 on the CPU")
     rows_list = [int(r) for r in args.rows.split(",")]
     cap = max(rows_list)
     with torch.inference_mode():
-        probe = model.empty_self_cache(1, 1)
+        probe = models[paths[0]].empty_self_cache(1, 1)
         layers, _, heads, _, head_dim = probe.shape
         self_len = int(config["decoder"]["max_positions"])  # the server pool's row length
         cross_len = int(config["num_image_tokens"]) + 256     # 577 image tokens + --max_prompt_tokens
-        self_k = model.empty_self_cache(cap, self_len)
-        self_v = model.empty_self_cache(cap, self_len)
+        self_k = models[paths[0]].empty_self_cache(cap, self_len)
+        self_v = models[paths[0]].empty_self_cache(cap, self_len)
         cross_k = torch.randn(layers, cap, heads, cross_len, head_dim, dtype=probe.dtype)
         cross_v = torch.randn_like(cross_k)
         mask = torch.zeros(cap, cross_len, dtype=torch.long)
         mask[:, :args.encoder_len] = 1
-        base = None
-        for rows in rows_list:
+
+        def step_fn(model, rows):
             groups = -(-rows // args.beams)
             cross_rows = torch.arange(groups).repeat_interleave(args.beams)[:rows]
             ids = torch.randint(4, 50000, (rows,))
             pos = torch.full((rows,), args.position)
             view = (slice(None), slice(0, rows), slice(None), slice(0, args.position + 1))
             cview = (slice(None), slice(0, groups), slice(None), slice(0, args.encoder_len))
+            return lambda: model.decode_step(ids, pos, self_k[view], self_v[view], cross_k[cview], cross_v[cview],
+                                             mask[:groups, :args.encoder_len], cross_rows)
 
-            def step() -> None:
-                model.decode_step(ids, pos, self_k[view], self_v[view], cross_k[cview], cross_v[cview],
-                                  mask[:groups, :args.encoder_len], cross_rows)
-
+        steps = {(path, rows): step_fn(models[path], rows) for path in paths for rows in rows_list}
+        for step in steps.values():
             for _ in range(2):
                 step()
-            times = []
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                step()
-                times.append((time.perf_counter() - t0) * 1000)
-            ms = statistics.median(times)
-            base = base or ms
-            print(json.dumps({"rows": rows, "requests": groups, "position": args.position, "ms": round(ms, 1),
-                              "ratio_to_first": round(ms / base, 2), "threads": args.threads}), flush=True)
+        times = {key: [] for key in steps}
+        for _ in range(args.repeats):
+            for rows in rows_list:
+                for path in paths:
+                    t0 = time.perf_counter()
+                    steps[(path, rows)]()
+                    times[(path, rows)].append((time.perf_counter() - t0) * 1000)
+        ms = {key: statistics.median(t) for key, t in times.items()}
+        for path in paths:
+            for rows in rows_list:
+                line = {"path": path, "rows": rows, "requests": -(-rows // args.beams), "position": args.position,
+                        "ms": round(ms[(path, rows)], 1),
+                        "ratio_to_first": round(ms[(path, rows)] / ms[(path, rows_list[0])], 2),
+                        "threads": args.threads}
+                if path != "plain" and "plain" in paths:
+                    line["speedup_vs_plain"] = round(ms[("plain", rows)] / ms[(path, rows)], 2)
+                print(json.dumps(line), flush=True)
     return 0
 
 

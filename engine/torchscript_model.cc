@@ -1,5 +1,6 @@
 #include "engine/torchscript_model.h"
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/util/Exception.h>
@@ -104,6 +105,12 @@ absl::StatusOr<std::unique_ptr<TorchScriptModel>> TorchScriptModel::Create(
         absl::StrJoin(probe.k.sizes(), ","),
         "] disagrees with config.json decoder [", absl::StrJoin(want, ","),
         "] (layers,1,heads,1,head_dim)"));
+  }
+  if (options.cpu_prepack && device->is_cpu() && at::hasMKLDNN() &&
+      model->module_.find_method("pack_for_cpu").has_value()) {
+    FLORENCE_ASSIGN_OR_RETURN(model->prepacked_, Guarded("pack_for_cpu", [&] {
+                                return model->module_.run_method("pack_for_cpu", kPackRows).toBool();
+                              }));
   }
   return model;
 }

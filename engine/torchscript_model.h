@@ -25,7 +25,16 @@ class TorchScriptModel final : public ModelBackend {
     // so set it only from the one start-up path that creates models. 0 keeps
     // Torch's default (one thread per core).
     int num_threads = 0;
+    // On the CPU, calls the artefact's optional pack_for_cpu(kPackRows) after
+    // loading: oneDNN-prepacked decoder and lm_head weights for decode_step (a
+    // second copy of those weights in memory; same results to float rounding,
+    // docs/PERFORMANCE.md). Ignored on CUDA, for non-float32 artefacts and for
+    // artefacts exported before the method existed.
+    bool cpu_prepack = true;
   };
+  // The decode batch (rows) the prepacked layout is tuned for; measured on the
+  // base model to serve 3..48 rows as well as an exact hint.
+  static constexpr int kPackRows = 32;
 
   // Loads dir.model_path (LoadModelDir has verified its checksum) onto
   // options.device and checks that it exports the five methods and that its
@@ -36,6 +45,8 @@ class TorchScriptModel final : public ModelBackend {
       const ModelDir& dir, const Options& options);
 
   c10::Device device() const override { return device_; }
+  // Whether decode_step runs on the prepacked weights (Options::cpu_prepack).
+  bool prepacked() const { return prepacked_; }
   absl::StatusOr<at::Tensor> ImageFeatures(
       const at::Tensor& pixel_values) override;
   absl::StatusOr<at::Tensor> Encode(const at::Tensor& image_features,
@@ -56,6 +67,7 @@ class TorchScriptModel final : public ModelBackend {
 
   torch::jit::Module module_;
   const c10::Device device_;
+  bool prepacked_ = false;
 };
 
 }  // namespace florence::engine

@@ -37,6 +37,10 @@ ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9090",
           "Prometheus /metrics HTTP listen address host:port; empty disables the endpoint.");
 ABSL_FLAG(std::string, device, "cpu", "Torch device for the model: cpu, cuda, cuda:N.");
 ABSL_FLAG(int, threads, 0, "Torch intra-op threads (0 = one per core).");
+ABSL_FLAG(bool, cpu_prepack, true,
+          "On the CPU, decode with oneDNN-prepacked copies of the decoder and lm_head weights "
+          "(float32 models; one more copy of those weights in memory, decode steps faster). "
+          "false = plain GEMMs, for comparison.");
 ABSL_FLAG(int, workers, 2,
           "Threads that decode/resize images and tokenize before the model, and detokenize/parse "
           "after it.");
@@ -162,6 +166,7 @@ int main(int argc, char** argv) {
   Scheduler::Options opts;
   opts.device = absl::GetFlag(FLAGS_device);
   opts.num_threads = absl::GetFlag(FLAGS_threads);
+  opts.cpu_prepack = absl::GetFlag(FLAGS_cpu_prepack);
   opts.worker_threads = absl::GetFlag(FLAGS_workers);
   opts.policy.max_batch = absl::GetFlag(FLAGS_max_batch);
   opts.policy.max_delay = absl::Microseconds(absl::GetFlag(FLAGS_max_delay_us));

@@ -98,6 +98,8 @@ class TorchScriptSmokeTest : public ::testing::Test {
     return it->second;
   }
 
+  static void CheckTwoSteps(TorchScriptModel* model);
+
   static absl::StatusOr<SuiteData>*
       data_;  // owned; read-only between SetUpTestSuite and TearDownTestSuite
   const ModelDir* dir_ = nullptr;  // points into *data_
@@ -119,19 +121,21 @@ void ExpectClose(const absl::StatusOr<at::Tensor>& got, const at::Tensor& want,
   EXPECT_LE(max_diff, kTolerance) << what;
 }
 
-TEST_F(TorchScriptSmokeTest, MatchesPythonThroughTwoDecodeSteps) {
+// image features -> encode -> cross K/V -> two decode steps through `model`,
+// each output against the Python reference.
+void TorchScriptSmokeTest::CheckTwoSteps(TorchScriptModel* model) {
   const absl::StatusOr<at::Tensor> features =
-      model_->ImageFeatures(Expected("pixel_values"));
+      model->ImageFeatures(Expected("pixel_values"));
   ASSERT_NO_FATAL_FAILURE(
       ExpectClose(features, Expected("image_features"), "image_features"));
 
   const at::Tensor& mask = Expected("attention_mask");
   const absl::StatusOr<at::Tensor> encoded =
-      model_->Encode(*features, Expected("input_ids"), mask);
+      model->Encode(*features, Expected("input_ids"), mask);
   ASSERT_NO_FATAL_FAILURE(
       ExpectClose(encoded, Expected("encoder_hidden"), "encoder_hidden"));
 
-  const absl::StatusOr<KvPair> cross = model_->CrossKv(*encoded);
+  const absl::StatusOr<KvPair> cross = model->CrossKv(*encoded);
   ASSERT_TRUE(cross.ok()) << cross.status();
   ASSERT_NO_FATAL_FAILURE(
       ExpectClose(cross->k, Expected("cross_k"), "cross_k"));
@@ -139,13 +143,13 @@ TEST_F(TorchScriptSmokeTest, MatchesPythonThroughTwoDecodeSteps) {
       ExpectClose(cross->v, Expected("cross_v"), "cross_v"));
 
   const int64_t cache_len = Expected("self_k").size(3);
-  absl::StatusOr<KvPair> cache = model_->EmptySelfCache(1, cache_len);
+  absl::StatusOr<KvPair> cache = model->EmptySelfCache(1, cache_len);
   ASSERT_TRUE(cache.ok()) << cache.status();
   const at::Tensor step_ids = Expected("step_ids");
   for (int64_t pos = 0; pos < 2;
        ++pos) {  // token 2 (</s>, decoder start) at 0, then token 0 (<s>) at 1
     const std::string name = absl::StrCat("logits_step", pos);
-    const absl::StatusOr<at::Tensor> logits = model_->DecodeStep(
+    const absl::StatusOr<at::Tensor> logits = model->DecodeStep(
         step_ids.slice(0, pos, pos + 1), at::full({1}, pos, at::kLong), &*cache,
         *cross, mask, at::zeros({1}, at::kLong));
     ASSERT_NO_FATAL_FAILURE(ExpectClose(logits, Expected(name), name));
@@ -160,6 +164,20 @@ TEST_F(TorchScriptSmokeTest, MatchesPythonThroughTwoDecodeSteps) {
   }
   ASSERT_NO_FATAL_FAILURE(ExpectClose(cache->k, Expected("self_k"), "self_k"));
   ASSERT_NO_FATAL_FAILURE(ExpectClose(cache->v, Expected("self_v"), "self_v"));
+}
+
+TEST_F(TorchScriptSmokeTest, MatchesPythonThroughTwoDecodeSteps) {
+  // The default CPU start-up: decode_step on the oneDNN-prepacked weights.
+  EXPECT_TRUE(model_->prepacked());
+  CheckTwoSteps(model_.get());
+}
+
+TEST_F(TorchScriptSmokeTest, PlainGemmPathWhenPrepackIsOff) {
+  absl::StatusOr<std::unique_ptr<TorchScriptModel>> plain =
+      TorchScriptModel::Create(*dir_, {"cpu", 0, /*cpu_prepack=*/false});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE((*plain)->prepacked());
+  CheckTwoSteps(plain->get());
 }
 
 TEST_F(TorchScriptSmokeTest, TorchErrorsBecomeStatus) {

@@ -87,6 +87,16 @@ def make_artefact(tmp_root: Path, name: str, seed: int) -> Artefact:
     return Artefact(name, arch, out, scripted, hf_model_from_state(arch, scripted.state_dict()), hf_processor(out))
 
 
+def decoder_under_test(art: Artefact, packed: bool) -> torch.jit.ScriptModule:
+    """The artefact as the engine runs it: with ``packed``, a fresh load on which the engine's CPU start-up
+    call ``pack_for_cpu`` has run (oneDNN-prepacked decode weights), else the plain artefact."""
+    if not packed:
+        return art.scripted
+    module = torch.jit.load(str(art.dir / exp.MODEL_FILE)).eval()
+    assert module.pack_for_cpu(32), "a float32 CPU artefact must accept pack_for_cpu"
+    return module
+
+
 @pytest.fixture(scope="session")
 def tiny_artefacts(tmp_path_factory) -> list[Artefact]:
     root = tmp_path_factory.mktemp("tiny")

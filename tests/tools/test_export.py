@@ -15,7 +15,7 @@ from tools.florence2 import generate as G
 from tools.florence2.config import preset
 from tools.florence2.weights import CheckpointError
 
-from conftest import CACHE, REPO, hf_model_from_state, hf_processor, processor_inputs
+from conftest import CACHE, REPO, decoder_under_test, hf_model_from_state, hf_processor, processor_inputs
 
 PARAMS = G.GenerationParams(max_new_tokens=64, num_beams=3, no_repeat_ngram_size=3)
 
@@ -142,10 +142,11 @@ def test_lora_adapter_merged_at_export_gives_peft_tokens(tiny_artefacts, images,
 
 
 @torch.no_grad()
-def test_decode_step_batch_invariance_across_lengths(tiny_artefacts, images):
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "cpu_prepack"])
+def test_decode_step_batch_invariance_across_lengths(tiny_artefacts, images, packed):
     """One step over rows at different positions and encoder lengths equals each row run alone (<= 1e-5)."""
     art = tiny_artefacts[0]
-    m = art.scripted
+    m = decoder_under_test(art, packed)
     prompts = ["<CAPTION>", "<OCR_WITH_REGION>", "<OPEN_VOCABULARY_DETECTION>wheels"]
     steps = [3, 11, 7]  # tokens each sequence has already decoded
     reqs, seqs, caches, alone = [], [], [], []
@@ -265,6 +266,7 @@ def test_reduced_precision_export_matches_transformers_in_the_same_dtype(tiny_ar
     m = torch.jit.load(str(out / exp.MODEL_FILE))
     assert json.loads((out / "config.json").read_text())["dtype"] == dtype
     assert all(p.dtype == torch_dtype for p in m.parameters())
+    assert not m.pack_for_cpu(32), "the oneDNN prepacked decode path is for float32 weights only"
     hf = hf_model_from_state(art.arch, art.scripted.state_dict()).to(torch_dtype)
     for prompt, image in [("<CAPTION>", "astronaut"), ("<OD>", "coffee"), ("<OCR>", "page")]:
         px, full, text = processor_inputs(art.processor, prompt, images[image])

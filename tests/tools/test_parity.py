@@ -8,7 +8,8 @@ from tools.florence2 import generate as G
 from tools.florence2.config import preset
 from tools.florence2.model import Florence2ForServing
 
-from conftest import TASK_PROMPTS, hf_model_from_state, hf_processor, make_artefact, processor_inputs
+from conftest import (TASK_PROMPTS, decoder_under_test, hf_model_from_state, hf_processor, make_artefact,
+                      processor_inputs)
 
 TOL = 1e-4
 
@@ -60,18 +61,20 @@ def test_features_encoder_and_stepwise_logits(tiny_artefacts, images):
                 assert (logits[0] - ref_logits[pos]).abs().max() <= TOL, (name, pos)
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "cpu_prepack"])
 @pytest.mark.parametrize("num_beams", [1, 3])
 @torch.no_grad()
-def test_tiny_all_tasks_generate_identical_tokens(tiny_artefacts, images, num_beams):
+def test_tiny_all_tasks_generate_identical_tokens(tiny_artefacts, images, num_beams, packed):
     pics = list(images.values())
     for art in tiny_artefacts:
+        model = decoder_under_test(art, packed)
         outputs = set()
         for i, prompt in enumerate(TASK_PROMPTS):
             image = pics[i % len(pics)]
             px, full, text = processor_inputs(art.processor, prompt, image)
             p = params(num_beams)
             ref = hf_generate(art.hf, px, full, p)
-            ours = G.generate(art.scripted, G.prefill(art.scripted, px, text), p).tokens
+            ours = G.generate(model, G.prefill(model, px, text), p).tokens
             assert ours == ref, (art.dir.name, prompt)
             assert len(ours) - 1 >= 64, "random weights stopped early; the test must cover >= 64 new tokens"
             outputs.add(tuple(ours))
@@ -119,15 +122,17 @@ def base_artefacts(tmp_path_factory):
     return [make_artefact(root, "base", seed) for seed in (0, 1)]
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "cpu_prepack"])
 @pytest.mark.parametrize("num_beams", [1, 3])
 @torch.no_grad()
-def test_base_caption_od_ocr_identical_tokens(base_artefacts, images, num_beams):
+def test_base_caption_od_ocr_identical_tokens(base_artefacts, images, num_beams, packed):
     cases = [("<CAPTION>", "astronaut"), ("<OD>", "coffee"), ("<OCR_WITH_REGION>", "page")]
     for art in base_artefacts:
+        model = decoder_under_test(art, packed)
         for prompt, image_name in cases:
             px, full, text = processor_inputs(art.processor, prompt, images[image_name])
             p = params(num_beams)
             ref = hf_generate(art.hf, px, full, p)
-            ours = G.generate(art.scripted, G.prefill(art.scripted, px, text), p).tokens
+            ours = G.generate(model, G.prefill(model, px, text), p).tokens
             assert ours == ref, (art.dir.name, prompt)
             assert len(ours) - 1 >= 64

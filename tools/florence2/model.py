@@ -17,10 +17,8 @@ The exported methods (shapes in docs/ARCHITECTURE.md, "Model interface"):
 Everything a request owns (its cross K/V, its self-attention cache) lives in
 tensors the caller allocates; the module holds only weights.
 """
-from __future__ import annotations
-
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -243,6 +241,26 @@ class Projector(nn.Module):
 # ----------------------------------------------------------------------------- BART
 
 
+# Fewest decode rows for which decode_step takes the prepacked weights (pack_for_cpu). Below them the plain GEMM
+# streams the weight at full memory bandwidth and wins; from them on it re-packs the weight on every call and the
+# prepacked one wins (measured on the 2-core CI machine, base sizes: lm_head 51328x768 from 4 rows, 768/3072-wide
+# decoder layers from 8; docs/PERFORMANCE.md).
+PACKED_LM_HEAD_MIN_ROWS = 4
+PACKED_LAYERS_MIN_ROWS = 8
+
+
+def _pack(weight: Tensor, rows: int) -> Tensor:
+    """An nn.Linear weight [out, in] reordered once into oneDNN's blocked layout for ``rows``-row inputs."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+
+
+def _packed_linear(x: Tensor, packed: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """nn.Linear on a ``_pack``ed weight: x [B, 1, in] -> [B, 1, out]."""
+    no_scalars = torch.jit.annotate(List[Optional[Union[int, float, complex]]], [])
+    y = torch.ops.mkldnn._linear_pointwise(x.reshape(x.shape[0], x.shape[2]), packed, bias, "none", no_scalars, "")
+    return y.unsqueeze(1)
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -259,8 +277,12 @@ class Attention(nn.Module):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         """q [B,H,Sq,hd], k/v [B,H,Sk,hd], mask bool broadcastable to [B,H,Sq,Sk] (True = attend)."""
+        return self.out_proj(self.attend_heads(q, k, v, mask))
+
+    def attend_heads(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        """``attend`` before ``out_proj``: the heads merged, [B, Sq, d]."""
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
-        return self.out_proj(out.transpose(1, 2).reshape(q.shape[0], q.shape[2], self.heads * self.head_dim))
+        return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], self.heads * self.head_dim)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         return self.attend(self.split(self.q_proj(x)), self.split(self.k_proj(x)), self.split(self.v_proj(x)), mask)
@@ -287,6 +309,11 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
+    # oneDNN-prepacked copies of this layer's decode-step weights, filled by ``pack_for_cpu``; empty = the plain
+    # nn.Linear path. Order: self q|k|v (one matrix), its bias, self out, cross q, cross out, fc1, fc2. (A class
+    # annotation, which TorchScript reads; this module keeps annotations evaluated for it.)
+    packed: List[Tensor]
+
     def __init__(self, d: int, heads: int, ffn: int):
         super().__init__()
         self.self_attn = Attention(d, heads)
@@ -296,6 +323,54 @@ class DecoderLayer(nn.Module):
         self.fc1 = nn.Linear(d, ffn)
         self.fc2 = nn.Linear(ffn, d)
         self.final_layer_norm = nn.LayerNorm(d)
+        self.d = d
+        self.heads = heads
+        self.head_dim = d // heads
+        self.packed = []
+
+    def pack_for_cpu(self, rows: int) -> None:
+        a = self.self_attn
+        x = self.encoder_attn
+        self.packed = [_pack(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), rows),
+                       torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]),
+                       _pack(a.out_proj.weight, rows), _pack(x.q_proj.weight, rows), _pack(x.out_proj.weight, rows),
+                       _pack(self.fc1.weight, rows), _pack(self.fc2.weight, rows)]
+
+    def step(self, h: Tensor, rows: Tensor, positions: Tensor, k_cache: Tensor, v_cache: Tensor, self_mask: Tensor,
+             cross_k: Tensor, cross_v: Tensor, enc_mask: Tensor, cross_rows: Tensor, slots: Tensor,
+             q_len: int, use_packed: bool) -> Tensor:
+        """One decoder position for B rows: h [B, 1, d] -> [B, 1, d]; writes row b's K/V at positions[b] of
+        k_cache/v_cache [B, H, S, hd]. Cross-attention groups the rows by cross row (see ``decode_step``).
+        ``use_packed``: through the prepacked weights, if there are any."""
+        b = h.shape[0]
+        packed = use_packed and len(self.packed) > 0
+        attn = self.self_attn
+        if packed:
+            q, k, v = _packed_linear(h, self.packed[0], self.packed[1]).split(self.d, dim=2)
+        else:
+            q, k, v = attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
+        k_cache[rows, :, positions] = k.reshape(b, self.heads, self.head_dim)
+        v_cache[rows, :, positions] = v.reshape(b, self.heads, self.head_dim)
+        o = attn.attend_heads(attn.split(q), k_cache, v_cache, self_mask)
+        o = _packed_linear(o, self.packed[2], attn.out_proj.bias) if packed else attn.out_proj(o)
+        h = self.self_attn_layer_norm(h + o)
+
+        xattn = self.encoder_attn
+        q = _packed_linear(h, self.packed[3], xattn.q_proj.bias) if packed else xattn.q_proj(h)
+        grouped = torch.zeros([cross_k.shape[0], q_len, self.heads, self.head_dim], dtype=h.dtype, device=h.device)
+        grouped[cross_rows, slots] = q.view(b, self.heads, self.head_dim)
+        out = F.scaled_dot_product_attention(grouped.transpose(1, 2), cross_k, cross_v, attn_mask=enc_mask,
+                                             scale=xattn.scale)  # [G, H, Q, hd]
+        o = out.transpose(1, 2)[cross_rows, slots].reshape(b, 1, self.d)
+        o = _packed_linear(o, self.packed[4], xattn.out_proj.bias) if packed else xattn.out_proj(o)
+        h = self.encoder_attn_layer_norm(h + o)
+
+        if packed:
+            f = _packed_linear(F.gelu(_packed_linear(h, self.packed[5], self.fc1.bias)), self.packed[6],
+                               self.fc2.bias)
+        else:
+            f = self.fc2(F.gelu(self.fc1(h)))
+        return self.final_layer_norm(h + f)
 
 
 class Encoder(nn.Module):
@@ -335,6 +410,8 @@ class Florence2Core(nn.Module):
 class Florence2ForServing(nn.Module):
     """The scripted artefact. Holds weights only; every per-request tensor is owned by the caller."""
 
+    lm_head_packed: List[Tensor]  # see pack_for_cpu; empty = plain nn.Linear
+
     def __init__(self, arch: Florence2Arch):
         super().__init__()
         self.model = Florence2Core(arch)
@@ -348,6 +425,7 @@ class Florence2ForServing(nn.Module):
         self.head_dim = arch.d_model // arch.decoder_attention_heads
         self.vocab_size = arch.vocab_size
         self.max_positions = arch.max_position_embeddings
+        self.lm_head_packed = []
 
     # ------------------------------------------------------------------ exported interface
 
@@ -411,7 +489,6 @@ class Florence2ForServing(nn.Module):
         b = input_ids.shape[0]
         g = cross_k.shape[1]
         s_max = self_k.shape[3]
-        heads = self.decoder_heads
         h = lm.shared(input_ids) + lm.decoder.embed_positions(positions + 2)
         h = lm.decoder.layernorm_embedding(h).unsqueeze(1)  # [B, 1, d]
         self_mask = (torch.arange(s_max, device=h.device).unsqueeze(0) <= positions.unsqueeze(1)).view(b, 1, 1, s_max)
@@ -423,24 +500,30 @@ class Florence2ForServing(nn.Module):
         rows = torch.arange(b, device=h.device)
         i = 0
         for layer in lm.decoder.layers:
-            attn = layer.self_attn
-            q = attn.split(attn.q_proj(h))
-            k_cache = self_k[i]
-            v_cache = self_v[i]
-            k_cache[rows, :, positions] = attn.k_proj(h).view(b, heads, self.head_dim)
-            v_cache[rows, :, positions] = attn.v_proj(h).view(b, heads, self.head_dim)
-            h = layer.self_attn_layer_norm(h + attn.attend(q, k_cache, v_cache, self_mask))
-            xattn = layer.encoder_attn
-            grouped = torch.zeros([g, q_len, heads, self.head_dim], dtype=h.dtype, device=h.device)
-            grouped[cross_rows, slots] = xattn.q_proj(h).view(b, heads, self.head_dim)
-            out = F.scaled_dot_product_attention(grouped.transpose(1, 2), cross_k[i], cross_v[i],
-                                                 attn_mask=enc_mask, scale=xattn.scale)  # [G, H, Q, hd]
-            o = out.transpose(1, 2)[cross_rows, slots].reshape(b, 1, self.d_model)
-            h = layer.encoder_attn_layer_norm(h + xattn.out_proj(o))
-            h = layer.final_layer_norm(h + layer.fc2(F.gelu(layer.fc1(h))))
+            h = layer.step(h, rows, positions, self_k[i], self_v[i], self_mask, cross_k[i], cross_v[i], enc_mask,
+                           cross_rows, slots, q_len, b >= PACKED_LAYERS_MIN_ROWS)
             i += 1
-        logits = self.lm_head(h.squeeze(1)) + self.final_logits_bias
+        if b >= PACKED_LM_HEAD_MIN_ROWS and len(self.lm_head_packed) > 0:
+            logits = _packed_linear(h, self.lm_head_packed[0], self.final_logits_bias.view(-1)).squeeze(1)
+        else:
+            logits = self.lm_head(h.squeeze(1)) + self.final_logits_bias
         return logits.float()
+
+    @torch.jit.export
+    def pack_for_cpu(self, rows: int) -> bool:
+        """Optional CPU fast path for ``decode_step``: keeps oneDNN-prepacked copies of the decoder's and lm_head's
+        weights (one more copy of those weights in memory) and uses them from then on. ``rows`` is the decode batch
+        the packing is tuned for. A step's few rows against a large weight is where the plain GEMM spends its time
+        re-packing the weight on every call. Returns False, changing nothing, unless the weights are float32 on
+        the CPU. The host calls it once after loading, when its build has oneDNN. Steps with few rows keep the
+        plain path (PACKED_*_MIN_ROWS)."""
+        w = self.lm_head.weight
+        if w.device.type != "cpu" or w.dtype != torch.float32:
+            return False
+        for layer in self.model.language_model.decoder.layers:
+            layer.pack_for_cpu(rows)
+        self.lm_head_packed = [_pack(w, rows)]
+        return True
 
     @torch.jit.export
     def empty_self_cache(self, batch: int, max_len: int) -> Tensor:
