@@ -208,6 +208,48 @@ def test_decode_step_batch_invariance_across_lengths(tiny_artefacts, images, pac
 
 
 @torch.no_grad()
+def test_prepacked_decode_step_equals_plain_at_every_batch_size(tiny_artefacts, images):
+    """pack_for_cpu switches decode_step to oneDNN-prepacked weights from PACKED_*_MIN_ROWS rows on: at batch
+    sizes below, between and above those thresholds the logits equal the plain path's (<= 1e-4, same argmax),
+    and the step writes the same cache."""
+    from tools.florence2.model import PACKED_LAYERS_MIN_ROWS, PACKED_LM_HEAD_MIN_ROWS, Florence2ForServing
+
+    art = tiny_artefacts[0]
+    # The exported random weights have zero biases; give every bias (and the logits bias) values, so a packed
+    # path that lost one would show.
+    eager = Florence2ForServing(art.arch).eval()
+    eager.load_state_dict(art.scripted.state_dict())
+    gen = torch.Generator().manual_seed(0)
+    for name, p in eager.named_parameters():
+        if name.endswith(".bias"):
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    eager.final_logits_bias.copy_(torch.randn(eager.final_logits_bias.shape, generator=gen))
+    plain, packed = torch.jit.script(eager), torch.jit.script(eager)
+    assert packed.pack_for_cpu(32)
+    px, _, text = processor_inputs(art.processor, "<OCR_WITH_REGION>", images["page"])
+    req = G.prefill(plain, px, text)
+    sizes = [1, PACKED_LM_HEAD_MIN_ROWS - 1, PACKED_LM_HEAD_MIN_ROWS, PACKED_LAYERS_MIN_ROWS, 3 * 5]
+    for rows in sizes:
+        groups = -(-rows // 3)
+        cross_rows = torch.arange(groups).repeat_interleave(3)[:rows]
+        cross_k = req.cross_k.expand(-1, groups, -1, -1, -1).contiguous()
+        cross_v = req.cross_v.expand(-1, groups, -1, -1, -1).contiguous()
+        mask = req.cross_mask.expand(groups, -1).contiguous()
+        k = torch.randn(plain.empty_self_cache(rows, 24).shape, generator=gen)
+        v = torch.randn(k.shape, generator=gen)
+        ids = torch.randint(4, 50000, (rows,), generator=gen)
+        pos = torch.randint(0, 20, (rows,), generator=gen)
+        outs = []
+        for model in (plain, packed):
+            kc, vc = k.clone(), v.clone()
+            outs.append((model.decode_step(ids, pos, kc, vc, cross_k, cross_v, mask, cross_rows), kc, vc))
+        (a, ka, va), (b, kb, vb) = outs
+        assert (a - b).abs().max() <= 1e-4, rows
+        assert torch.equal(a.argmax(-1), b.argmax(-1)), rows
+        assert (ka - kb).abs().max() <= 1e-4 and (va - vb).abs().max() <= 1e-4, rows
+
+
+@torch.no_grad()
 def test_padded_prompt_batch_encodes_like_each_alone(tiny_artefacts, images):
     art = tiny_artefacts[0]
     m = art.scripted

@@ -426,6 +426,8 @@ class Florence2ForServing(nn.Module):
         self.vocab_size = arch.vocab_size
         self.max_positions = arch.max_position_embeddings
         self.lm_head_packed = []
+        self.packed_lm_head_min_rows = PACKED_LM_HEAD_MIN_ROWS
+        self.packed_layers_min_rows = PACKED_LAYERS_MIN_ROWS
 
     # ------------------------------------------------------------------ exported interface
 
@@ -501,9 +503,9 @@ class Florence2ForServing(nn.Module):
         i = 0
         for layer in lm.decoder.layers:
             h = layer.step(h, rows, positions, self_k[i], self_v[i], self_mask, cross_k[i], cross_v[i], enc_mask,
-                           cross_rows, slots, q_len, b >= PACKED_LAYERS_MIN_ROWS)
+                           cross_rows, slots, q_len, b >= self.packed_layers_min_rows)
             i += 1
-        if b >= PACKED_LM_HEAD_MIN_ROWS and len(self.lm_head_packed) > 0:
+        if b >= self.packed_lm_head_min_rows and len(self.lm_head_packed) > 0:
             logits = _packed_linear(h, self.lm_head_packed[0], self.final_logits_bias.view(-1)).squeeze(1)
         else:
             logits = self.lm_head(h.squeeze(1)) + self.final_logits_bias
