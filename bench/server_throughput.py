@@ -3,7 +3,7 @@
 and the front end's rate on a null-work RPC. Same run, same machine, same server process.
 
   .venv/bin/python bench/server_throughput.py --model models/florence2-base-random \
-      [--requests 18] [--clients 16] [--max-batch 8] [--out bench/results/server_throughput.json]
+      [--requests 18] [--clients 16] [--max-batch 8] [--server-flag=--FLAG=VALUE ...] [--out bench/results/server_throughput.json]
 
 Request set: --requests typed RPCs (a multiple of 3), one third each of Caption (<CAPTION>, 24 new tokens),
 Detect (<OD>, 128) and Ocr with regions (<OCR_WITH_REGION>, 256), over the real images of
@@ -240,11 +240,13 @@ def null_work(address: str, server_pid: int, procs: int, inflight: int, seconds:
 class Server:
     """florence2-server on 127.0.0.1:0 with /metrics on 127.0.0.1:0; the log goes to `log_path`."""
 
-    def __init__(self, binary: Path, model: Path, max_batch: int, workdir: Path, log_path: Path) -> None:
+    def __init__(self, binary: Path, model: Path, max_batch: int, workdir: Path, log_path: Path,
+                 extra_flags: Sequence[str] = ()) -> None:
         self.port_file, self.metrics_port_file = workdir / "server.port", workdir / "server.mport"
         self.command = [str(binary), "--model", str(model), "--address", "127.0.0.1:0",
                         "--port_file", str(self.port_file), "--metrics_address", "127.0.0.1:0",
-                        "--metrics_port_file", str(self.metrics_port_file), "--max_batch", str(max_batch)]
+                        "--metrics_port_file", str(self.metrics_port_file), "--max_batch", str(max_batch),
+                        *extra_flags]
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self.port = self.metrics_port = 0
@@ -498,6 +500,8 @@ def main() -> int:
     ap.add_argument("--null-procs", type=int, default=2)
     ap.add_argument("--null-inflight", type=int, default=32)
     ap.add_argument("--no-warmup", action="store_true")
+    ap.add_argument("--server-flag", action="append", default=[], metavar="--FLAG=VALUE",
+                    help="one more florence2-server flag (repeatable), e.g. --server-flag=--cpu_prepack=false")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "server_throughput.json")
     args = ap.parse_args()
     if args.requests <= 0 or args.requests % len(TASKS):
@@ -523,7 +527,7 @@ def main() -> int:
     }
     print(f"load before: {result['load_before']}", file=sys.stderr, flush=True)
     log_path = args.out.with_suffix(".server.log")
-    server = Server(args.server_bin, args.model, args.max_batch, args.out.parent, log_path)
+    server = Server(args.server_bin, args.model, args.max_batch, args.out.parent, log_path, args.server_flag)
     result["server_command"] = server.command
     scrapes: dict[str, dict[str, float]] = {}
     try:

@@ -208,10 +208,10 @@ def test_decode_step_batch_invariance_across_lengths(tiny_artefacts, images, pac
 
 
 @torch.no_grad()
-def test_prepacked_decode_step_equals_plain_at_every_batch_size(tiny_artefacts, images):
-    """pack_for_cpu switches decode_step to oneDNN-prepacked weights from PACKED_*_MIN_ROWS rows on: at batch
-    sizes below, between and above those thresholds the logits equal the plain path's (<= 1e-4, same argmax),
-    and the step writes the same cache."""
+def test_prepacked_paths_equal_plain(tiny_artefacts, images):
+    """pack_for_cpu switches the vision tower, and decode_step from PACKED_*_MIN_ROWS rows on, to
+    oneDNN-prepacked weights: image features equal the plain path's (<= 1e-4), and at batch sizes below, between
+    and above the thresholds so do the logits (<= 1e-4, same argmax) and the cache the step writes."""
     from tools.florence2.model import PACKED_LAYERS_MIN_ROWS, PACKED_LM_HEAD_MIN_ROWS, Florence2ForServing
 
     art = tiny_artefacts[0]
@@ -227,6 +227,9 @@ def test_prepacked_decode_step_equals_plain_at_every_batch_size(tiny_artefacts, 
     plain, packed = torch.jit.script(eager), torch.jit.script(eager)
     assert packed.pack_for_cpu(32)
     px, _, text = processor_inputs(art.processor, "<OCR_WITH_REGION>", images["page"])
+    # The vision tower's linear layers are prepacked too (GELU fused into fc1).
+    feats = plain.image_features(px)
+    assert (packed.image_features(px) - feats).abs().max() <= 1e-4
     req = G.prefill(plain, px, text)
     sizes = [1, PACKED_LM_HEAD_MIN_ROWS - 1, PACKED_LM_HEAD_MIN_ROWS, PACKED_LAYERS_MIN_ROWS, 3 * 5]
     for rows in sizes:

@@ -27,6 +27,36 @@ from torch import Tensor, nn
 from .config import Florence2Arch
 
 
+# ----------------------------------------------------------------------------- oneDNN-prepacked linear layers
+# (Florence2ForServing.pack_for_cpu; a module whose ``packed`` list is empty runs its plain nn.Linear layers)
+
+# Fewest decode rows for which decode_step takes the prepacked weights (pack_for_cpu). Below them the plain GEMM
+# streams the weight at full memory bandwidth and wins; from them on it re-packs the weight on every call and the
+# prepacked one wins (measured on the 2-core CI machine, base sizes: lm_head 51328x768 from 4 rows, 768/3072-wide
+# decoder layers from 8; docs/PERFORMANCE.md).
+PACKED_LM_HEAD_MIN_ROWS = 4
+PACKED_LAYERS_MIN_ROWS = 8
+
+
+def _pack(weight: Tensor, rows: int) -> Tensor:
+    """An nn.Linear weight [out, in] reordered once into oneDNN's blocked layout for ``rows``-row inputs.
+    Florence2ForServing.pack_for_cpu says when and why."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+
+
+def _packed_linear(x: Tensor, packed: Tensor, bias: Optional[Tensor], gelu: bool = False) -> Tensor:
+    """nn.Linear on a ``_pack``ed weight, x [..., in] -> [..., out]; ``gelu``: followed by exact GELU, fused into
+    the GEMM's output pass."""
+    no_scalars = torch.jit.annotate(List[Optional[Union[int, float, complex]]], [])
+    y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), packed, bias, "gelu" if gelu else "none",
+                                           no_scalars, "none")
+    return y.view(x.shape[:-1] + [y.shape[-1]])
+
+
+# Vision-tower linear layers see thousands of rows; the prepacking hint for them.
+VISION_PACK_ROWS = 4096
+
+
 # ----------------------------------------------------------------------------- vision tower
 
 
@@ -49,18 +79,29 @@ class ConvEmbed(nn.Module):
 
 
 class VisionMLP(nn.Module):
+    packed: List[Tensor]  # fc1, fc2 (pack_for_cpu)
+
     def __init__(self, dim: int, ratio: float):
         super().__init__()
         hidden = int(dim * ratio)
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
+        self.packed = []
+
+    def pack_for_cpu(self, rows: int) -> None:
+        self.packed = [_pack(self.fc1.weight, rows), _pack(self.fc2.weight, rows)]
 
     def forward(self, x: Tensor) -> Tensor:
+        if len(self.packed) > 0:
+            return _packed_linear(_packed_linear(x, self.packed[0], self.fc1.bias, gelu=True), self.packed[1],
+                                  self.fc2.bias)
         return self.fc2(F.gelu(self.fc1(x)))
 
 
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside non-overlapping ``window`` x ``window`` windows."""
+
+    packed: List[Tensor]  # qkv, proj (pack_for_cpu)
 
     def __init__(self, dim: int, heads: int, window: int, qkv_bias: bool):
         super().__init__()
@@ -69,6 +110,10 @@ class WindowAttention(nn.Module):
         self.scale = (dim // heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+        self.packed = []
+
+    def pack_for_cpu(self, rows: int) -> None:
+        self.packed = [_pack(self.qkv.weight, rows), _pack(self.proj.weight, rows)]
 
     def forward(self, x: Tensor) -> Tensor:  # [B, H, W, C] -> [B, H*W, C]
         b, h, w, c = x.shape
@@ -81,9 +126,12 @@ class WindowAttention(nn.Module):
         nh = hp // ws
         nw = wp // ws
         win = x.view(b, nh, ws, nw, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b * nh * nw, ws * ws, c)
-        qkv = self.qkv(win).reshape(b * nh * nw, ws * ws, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        packed = len(self.packed) > 0
+        qkv = _packed_linear(win, self.packed[0], self.qkv.bias) if packed else self.qkv(win)
+        qkv = qkv.reshape(b * nh * nw, ws * ws, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], scale=self.scale)
-        out = self.proj(out.transpose(1, 2).reshape(b * nh * nw, ws * ws, c))
+        out = out.transpose(1, 2).reshape(b * nh * nw, ws * ws, c)
+        out = _packed_linear(out, self.packed[1], self.proj.bias) if packed else self.proj(out)
         out = out.view(b, nh, nw, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)
         return out[:, :h, :w, :].reshape(b, h * w, c)
 
@@ -91,19 +139,28 @@ class WindowAttention(nn.Module):
 class ChannelAttention(nn.Module):
     """DaViT channel-group attention: a (C/G x C/G) attention between channels, scaled by tokens^-0.5."""
 
+    packed: List[Tensor]  # qkv, proj (pack_for_cpu)
+
     def __init__(self, dim: int, groups: int, qkv_bias: bool):
         super().__init__()
         self.groups = groups
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+        self.packed = []
+
+    def pack_for_cpu(self, rows: int) -> None:
+        self.packed = [_pack(self.qkv.weight, rows), _pack(self.proj.weight, rows)]
 
     def forward(self, x: Tensor) -> Tensor:  # [B, N, C]
         b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.groups, c // self.groups).permute(2, 0, 3, 4, 1)
+        packed = len(self.packed) > 0
+        qkv = _packed_linear(x, self.packed[0], self.qkv.bias) if packed else self.qkv(x)
+        qkv = qkv.reshape(b, n, 3, self.groups, c // self.groups).permute(2, 0, 3, 4, 1)
         # [B, G, C/G, N]: channels play the role of the sequence, tokens that of the head dimension. SDPA scales
         # before the N-long dot products (as transformers does), so they cannot overflow in float16.
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], scale=float(n) ** -0.5)
-        return self.proj(out.permute(0, 3, 1, 2).reshape(b, n, c))
+        out = out.permute(0, 3, 1, 2).reshape(b, n, c)
+        return _packed_linear(out, self.packed[1], self.proj.bias) if packed else self.proj(out)
 
 
 class SpatialBlock(nn.Module):
@@ -176,6 +233,14 @@ class VisionTower(nn.Module):
         self.convs = nn.ModuleList(convs)
         self.blocks = nn.ModuleList(blocks)
 
+    def pack_for_cpu(self, rows: int) -> None:
+        for stage in self.blocks:
+            for block in stage:
+                block.spatial_block.window_attn.pack_for_cpu(rows)
+                block.spatial_block.ffn.pack_for_cpu(rows)
+                block.channel_block.channel_attn.pack_for_cpu(rows)
+                block.channel_block.ffn.pack_for_cpu(rows)
+
     def forward(self, x: Tensor) -> Tensor:
         # Channels last between the stages and blocks: LayerNorm, the linear layers and the residual adds all
         # want [.., C] rows. A convolution takes the NCHW view of that memory (channels_last format, which the
@@ -239,26 +304,6 @@ class Projector(nn.Module):
 
 
 # ----------------------------------------------------------------------------- BART
-
-
-# Fewest decode rows for which decode_step takes the prepacked weights (pack_for_cpu). Below them the plain GEMM
-# streams the weight at full memory bandwidth and wins; from them on it re-packs the weight on every call and the
-# prepacked one wins (measured on the 2-core CI machine, base sizes: lm_head 51328x768 from 4 rows, 768/3072-wide
-# decoder layers from 8; docs/PERFORMANCE.md).
-PACKED_LM_HEAD_MIN_ROWS = 4
-PACKED_LAYERS_MIN_ROWS = 8
-
-
-def _pack(weight: Tensor, rows: int) -> Tensor:
-    """An nn.Linear weight [out, in] reordered once into oneDNN's blocked layout for ``rows``-row inputs."""
-    return torch.ops.mkldnn._reorder_linear_weight(weight, rows)
-
-
-def _packed_linear(x: Tensor, packed: Tensor, bias: Optional[Tensor]) -> Tensor:
-    """nn.Linear on a ``_pack``ed weight: x [B, 1, in] -> [B, 1, out]."""
-    no_scalars = torch.jit.annotate(List[Optional[Union[int, float, complex]]], [])
-    y = torch.ops.mkldnn._linear_pointwise(x.reshape(x.shape[0], x.shape[2]), packed, bias, "none", no_scalars, "")
-    return y.unsqueeze(1)
 
 
 class Attention(nn.Module):
@@ -366,7 +411,7 @@ class DecoderLayer(nn.Module):
         h = self.encoder_attn_layer_norm(h + o)
 
         if packed:
-            f = _packed_linear(F.gelu(_packed_linear(h, self.packed[5], self.fc1.bias)), self.packed[6],
+            f = _packed_linear(_packed_linear(h, self.packed[5], self.fc1.bias, gelu=True), self.packed[6],
                                self.fc2.bias)
         else:
             f = self.fc2(F.gelu(self.fc1(h)))
@@ -428,6 +473,7 @@ class Florence2ForServing(nn.Module):
         self.lm_head_packed = []
         self.packed_lm_head_min_rows = PACKED_LM_HEAD_MIN_ROWS
         self.packed_layers_min_rows = PACKED_LAYERS_MIN_ROWS
+        self.vision_pack_rows = VISION_PACK_ROWS
 
     # ------------------------------------------------------------------ exported interface
 
@@ -513,18 +559,20 @@ class Florence2ForServing(nn.Module):
 
     @torch.jit.export
     def pack_for_cpu(self, rows: int) -> bool:
-        """Optional CPU fast path for ``decode_step``: keeps oneDNN-prepacked copies of the decoder's and lm_head's
-        weights (one more copy of those weights in memory) and uses them from then on. ``rows`` is the decode batch
-        the packing is tuned for. A step's few rows against a large weight is where the plain GEMM spends its time
-        re-packing the weight on every call. Returns False, changing nothing, unless the weights are float32 on
-        the CPU. The host calls it once after loading, when its build has oneDNN. Steps with few rows keep the
-        plain path (PACKED_*_MIN_ROWS)."""
+        """Optional CPU fast path: keeps oneDNN-prepacked copies of the linear weights of the vision tower, the
+        decoder and lm_head (one more copy of those weights in memory) and uses them from then on; the vision
+        MLPs' and decoder FFNs' GELU runs fused into the GEMM. ``rows`` is the decode batch the decoder's packing
+        is tuned for. A decode step's few rows against a large weight is where the plain GEMM spends its time
+        re-packing the weight on every call; the vision tower gains the fused bias and GELU passes. Steps with
+        few rows keep the plain path (PACKED_*_MIN_ROWS). Returns False, changing nothing, unless the weights
+        are float32 on the CPU. The host calls it once after loading, when its build has oneDNN."""
         w = self.lm_head.weight
         if w.device.type != "cpu" or w.dtype != torch.float32:
             return False
         for layer in self.model.language_model.decoder.layers:
             layer.pack_for_cpu(rows)
         self.lm_head_packed = [_pack(w, rows)]
+        self.model.vision_tower.pack_for_cpu(self.vision_pack_rows)
         return True
 
     @torch.jit.export
