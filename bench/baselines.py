@@ -2,7 +2,7 @@
 """florence-serve against what a Florence-2 user runs today, side by side in one run, same weights, same images.
 
   .venv/bin/python bench/baselines.py --model models/florence2-base-random [--requests 18] [--clients 16]
-      [--num-beams 3] [--batch-sizes 3,6] [--skip c] [--out bench/results/baselines.json]
+      [--num-beams 3] [--mix decode-heavy|caption] [--batch-sizes 3,6] [--skip c] [--out bench/results/baselines.json]
 
 A model exported with `--dtype bfloat16` (opt-in reduced precision) runs ours in bf16 against the baselines in
 fp32 on the same, rounded, weights; token agreement with (a) is then the parity figure, not a failure.
@@ -56,6 +56,8 @@ import server_throughput as st  # noqa: E402
 from matmul_gflops import gflops  # noqa: E402
 
 PROMPTS = {"caption": "<CAPTION>", "od": "<OD>", "ocr_with_region": "<OCR_WITH_REGION>"}
+# Request mixes (--mix): (task, forced new tokens), taken in turn.
+MIXES = {"decode-heavy": st.TASKS, "caption": (("caption", 24),)}
 
 
 # ---- Machine limits -------------------------------------------------------------------------------------------
@@ -236,8 +238,9 @@ def null_work_ghz(address: str, pid: int, seconds: float, out: Path) -> dict[str
 def markdown(r: dict[str, Any]) -> str:
     lim, rows = r.get("limits"), []
     ours = r["ours"]["requests_per_s"]
+    mix = " / ".join("%s %d" % (t["task"], t["new_tokens"]) for t in r.get("tasks", []))
     lines = [f"Machine: {r['machine']['cpu_model']}, {r['machine']['logical_cpus']} CPUs; torch {torch.__version__}; "
-             f"{r['requests']} requests (caption 24 / OD 128 / OCR-with-region 256 tokens), beam {r['num_beams']}.",
+             f"{r['requests']} requests ({mix} tokens), beam {r['num_beams']}.",
              "", "| side | wall s | req/s | ours ÷ side |", "|---|---|---|---|"]
     rows.append(("**ours** (florence2-server, %d clients)" % r["clients"], r["ours"]["wall_s"], ours))
     if "a" in r:
@@ -277,9 +280,11 @@ def main() -> int:
     ap.add_argument("--model", type=Path, default=REPO / "models" / "florence2-base-random")
     ap.add_argument("--server-bin", type=Path, default=REPO / "build" / "server" / "florence2-server")
     ap.add_argument("--images", type=Path, default=REPO / "bench" / "results" / "images")
-    ap.add_argument("--requests", type=int, default=18, help="a multiple of 3 (one third per task)")
+    ap.add_argument("--requests", type=int, default=18, help="a multiple of 3 (the mix's tasks in turn)")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--num-beams", type=int, default=3)
+    ap.add_argument("--mix", choices=sorted(MIXES), default="decode-heavy",
+                    help="decode-heavy: caption 24 / OD 128 / OCR-with-region 256 tokens in turn; caption: caption 24 only")
     ap.add_argument("--max-batch", type=int, default=8, help="florence2-server --max_batch")
     ap.add_argument("--batch-sizes", default="3,6", help="baseline (b): batch sizes tried")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of the Python sides")
@@ -299,10 +304,11 @@ def main() -> int:
     if not all((args.images / f).is_file() for f in st.IMAGE_FILES):
         subprocess.run([sys.executable, str(REPO / "tools" / "test_images.py"), "--out", str(args.images)],
                        check=True)
-    requests = st.build_requests(args.images, args.requests)
+    requests = st.build_requests(args.images, args.requests, MIXES[args.mix])
     stubs = st.florence_client.load_stubs()
     result: dict[str, Any] = {"machine": st.machine(), "requests": args.requests, "clients": args.clients,
-                              "num_beams": args.num_beams, "model": str(args.model.name),
+                              "num_beams": args.num_beams, "model": str(args.model.name), "mix": args.mix,
+                              "tasks": [{"task": t, "new_tokens": n} for t, n in MIXES[args.mix]],
                               "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:])}
     problems: list[str] = []
     torch.set_num_threads(args.threads)

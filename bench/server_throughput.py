@@ -97,13 +97,14 @@ class Outcome:
     encoder_batch_size: int = 0
 
 
-def build_requests(images_dir: Path, count: int) -> list[BenchRequest]:
-    """Request i: task i % 3, image (i // 3) % 5, so every task sees every image in turn."""
+def build_requests(images_dir: Path, count: int,
+                   tasks: Sequence[tuple[str, int]] = TASKS) -> list[BenchRequest]:
+    """Request i: task i % len(tasks), image (i // len(tasks)) % 5, so every task sees every image in turn."""
     images = {name: (images_dir / name).read_bytes() for name in IMAGE_FILES}
     requests = []
     for i in range(count):
-        task, new_tokens = TASKS[i % len(TASKS)]
-        name = IMAGE_FILES[(i // len(TASKS)) % len(IMAGE_FILES)]
+        task, new_tokens = tasks[i % len(tasks)]
+        name = IMAGE_FILES[(i // len(tasks)) % len(IMAGE_FILES)]
         requests.append(BenchRequest(i, task, new_tokens, name, images[name]))
     return requests
 
