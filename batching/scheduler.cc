@@ -1066,7 +1066,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::CreateWithModel(
             engine::TorchScriptModel::Create(
                 dir, {options.device, options.num_threads, options.cpu_prepack}));
         if (loaded->prepacked()) {
-          log::Info("decoder and lm_head weights prepacked for oneDNN (CPU decode steps)");
+          log::Info("linear weights prepacked for oneDNN (vision tower, decoder, lm_head; --cpu_prepack)");
         }
         model = std::move(loaded);
       }
