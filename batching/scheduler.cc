@@ -1066,7 +1066,9 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::CreateWithModel(
             engine::TorchScriptModel::Create(
                 dir, {options.device, options.num_threads, options.cpu_prepack}));
         if (loaded->prepacked()) {
-          log::Info("linear weights prepacked for oneDNN (vision tower, decoder, lm_head; --cpu_prepack)");
+          log::Info(dir.dtype == "int8"
+                        ? "float32 vision tower prepacked for oneDNN (decoder and lm_head are int8; --cpu_prepack)"
+                        : "linear weights prepacked for oneDNN (vision tower, decoder, lm_head; --cpu_prepack)");
         }
         model = std::move(loaded);
       }

@@ -4,8 +4,9 @@
   .venv/bin/python bench/baselines.py --model models/florence2-base-random [--requests 18] [--clients 16]
       [--num-beams 3] [--mix decode-heavy|caption] [--batch-sizes 3,6] [--skip c] [--out bench/results/baselines.json]
 
-A model exported with `--dtype bfloat16` (opt-in reduced precision) runs ours in bf16 against the baselines in
-fp32 on the same, rounded, weights; token agreement with (a) is then the parity figure, not a failure.
+A model exported with `--dtype bfloat16` or `int8` (opt-in reduced precision) runs ours in that precision against
+the baselines in fp32 on the same, rounded (int8: dequantized), weights; token agreement with (a) is then the
+parity figure, not a failure.
 
 The workload is server_throughput.py's request set: one third each of Caption (24 new tokens), Detect <OD>
 (128) and Ocr with regions (256), lengths forced (min = max new tokens: random weights never stop on their own),
@@ -113,8 +114,8 @@ def machine_limits(model_dir: Path, threads: int) -> dict[str, Any]:
     state = model.state_dict()
     decoder_bytes = sum(t.numel() * t.element_size() for k, t in state.items()
                         if ".decoder." in k and "embed_positions" not in k)
-    shared = state["model.language_model.shared.weight"]
-    lm_head_bytes = shared.numel() * shared.element_size()  # tied lm_head, read in full
+    lm_head = state.get("lm_head.weight_int8", state["model.language_model.shared.weight"])  # int8, or tied
+    lm_head_bytes = lm_head.numel() * lm_head.element_size()  # read in full
     cache_bytes = 2 * (cross_k.numel() + self_k.numel()) * cross_k.element_size()
     step_bytes = decoder_bytes + lm_head_bytes + cache_bytes
     bound_ms = step_bytes / (max(bandwidth, read_bandwidth) * 1e9) * 1000

@@ -1,7 +1,8 @@
 """transformers' Florence-2 on a florence-serve model directory's weights, for the baselines in bench/.
 
 `load(model_dir)` gives transformers' `Florence2ForConditionalGeneration` holding exactly the exported state dict
-(in fp32; a reduced-precision export's rounded values) and the Florence-2 processor; `generate()` runs it with
+(in fp32; a reduced-precision export's rounded values, an int8 export's weights dequantized) and the Florence-2
+processor; `generate()` runs it with
 the reference decoding settings and the given lengths.
 """
 from __future__ import annotations
@@ -26,7 +27,21 @@ def load(model_dir: Path) -> tuple[Any, Any]:
     cfg = json.loads((model_dir / "config.json").read_text())
     arch = Florence2Arch.from_json(cfg["architecture"])
     state = {k: v.float() for k, v in torch.jit.load(str(model_dir / exp.MODEL_FILE)).state_dict().items()}
-    return hf_model_from_state(arch, state), hf_processor(model_dir)
+    return hf_model_from_state(arch, dequantized(state)), hf_processor(model_dir)
+
+
+def dequantized(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An int8 export's state dict (model.Int8Linear: ``weight_int8``, ``weight_scale``, an empty ``weight``) with
+    each int8 weight back in float32 (int8 value x its channel's scale) under its nn.Linear name; lm_head is left
+    to its tie with the float32 token embedding. Other state dicts come back as they are."""
+    out = {k: v for k, v in state.items() if not k.endswith((".weight_int8", ".weight_scale"))}
+    for key, w in state.items():
+        if key.endswith(".weight_int8"):
+            base = key[: -len("_int8")]
+            out[base] = w * state[base + "_scale"].unsqueeze(1)
+    if "lm_head.weight_int8" in state:
+        out["lm_head.weight"] = state["model.language_model.shared.weight"]
+    return out
 
 
 def generate(model: Any, inputs: dict[str, torch.Tensor], beams: int, max_new: int, min_new: int) -> torch.Tensor:

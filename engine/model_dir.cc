@@ -307,7 +307,7 @@ absl::StatusOr<ModelDir> LoadModelDir(const std::string& dir) {
         "); re-export with a matching tools/florence2_export.py"));
   }
   if (out.dtype != "float32" && out.dtype != "float16" &&
-      out.dtype != "bfloat16") {
+      out.dtype != "bfloat16" && out.dtype != "int8") {
     return absl::InvalidArgumentError(
         absl::StrCat(config_path, ": unknown dtype \"", out.dtype, "\""));
   }

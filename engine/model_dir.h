@@ -73,7 +73,9 @@ struct ModelDir {
   std::string dir;             // the directory as given to LoadModelDir
   std::string model_path;      // dir/<config "model_file">, checksum verified
   std::string tokenizer_path;  // dir/tokenizer.json, checksum verified
-  std::string dtype;  // weight dtype: "float32", "float16" or "bfloat16"
+  // Weight format: "float32", "float16", "bfloat16", or "int8" (int8 linear
+  // weights and per-row int8 activations, float32 elsewhere; CPU only).
+  std::string dtype;
   int interface_version = 0;  // == kInterfaceVersion
   int64_t num_image_tokens = 0;
   DecoderConfig decoder;

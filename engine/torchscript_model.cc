@@ -56,6 +56,11 @@ absl::StatusOr<std::unique_ptr<TorchScriptModel>> TorchScriptModel::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("invalid device \"", options.device, "\""));
   }
+  if (dir.dtype == "int8" && !device->is_cpu()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir.dir, " holds int8 weights, which run on the CPU only; serve it "
+        "with --device cpu, or export float16/bfloat16 for ", options.device));
+  }
   if (device->is_cuda()) {
     if (!torch::cuda::is_available()) {
       return absl::FailedPreconditionError(absl::StrCat(

@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--random", choices=["tiny", "base", "large"], help="seeded random weights of this config")
     ap.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
     ap.add_argument("--lora", type=Path, metavar="ADAPTER_DIR", help="PEFT LoRA adapter merged into the weights")
-    ap.add_argument("--dtype", choices=sorted(exp.DTYPES), default="float32")
+    ap.add_argument("--dtype", choices=sorted(exp.WEIGHT_FORMATS), default="float32",
+                    help="weights: a float dtype, or int8 (opt-in, CPU only: int8 linear layers, float32 elsewhere)")
     ap.add_argument("--out", type=Path, required=True, help="output model directory (replaced if it exists)")
     ap.add_argument("--cache-dir", type=Path, default=Path(__file__).resolve().parent.parent / ".cache",
                     help="where registry downloads for the tokenizer are kept")

@@ -97,6 +97,18 @@ def decoder_under_test(art: Artefact, packed: bool) -> torch.jit.ScriptModule:
     return module
 
 
+def int8_twin(art: Artefact) -> torch.jit.ScriptModule:
+    """The ``--dtype int8`` export of the artefact's source (same preset and seed), loaded as the engine runs it
+    (pack_for_cpu done: its float32 vision tower prepacked). Exported once, next to the artefact."""
+    out = art.dir.parent / f"{art.dir.name}-int8"
+    if not (out / "manifest.json").is_file():
+        seed = int(art.dir.name.rsplit("-", 1)[1])
+        exp.export(exp.source_random(art.name, seed), out, dtype="int8", seed=seed, cache_dir=CACHE)
+    module = torch.jit.load(str(out / exp.MODEL_FILE)).eval()
+    assert module.pack_for_cpu(32), "an int8 CPU artefact prepacks its float32 vision tower"
+    return module
+
+
 @pytest.fixture(scope="session")
 def tiny_artefacts(tmp_path_factory) -> list[Artefact]:
     root = tmp_path_factory.mktemp("tiny")

@@ -12,11 +12,14 @@ import torch
 
 from . import tokenizer_build, weights
 from .config import Florence2Arch, from_hf_config, preset
-from .model import Florence2ForServing
+from .model import Florence2ForServing, quantize_int8
 
 INTERFACE_VERSION = 2
 MODEL_FILE = "model.ts"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# --dtype choices: the float dtypes, plus "int8": int8 linear weights with per-row int8 activations, float32
+# everywhere else (model.Int8Linear; CPU only, opt-in).
+WEIGHT_FORMATS = (*DTYPES, "int8")
 
 
 @dataclass
@@ -114,8 +117,8 @@ def _write_tokenizer(src: Source, out: Path, cache_dir: Path) -> str:
 
 def export(src: Source, out: Path, dtype: str = "float32", seed: int = 0, lora: Path | None = None,
            cache_dir: Path = Path(".cache")) -> Path:
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {sorted(DTYPES)}")
+    if dtype not in WEIGHT_FORMATS:
+        raise ValueError(f"--dtype must be one of {sorted(WEIGHT_FORMATS)}")
     provenance = dict(src.provenance)
     model = Florence2ForServing(src.arch).eval()
     if src.state_dict is None:
@@ -128,7 +131,10 @@ def export(src: Source, out: Path, dtype: str = "float32", seed: int = 0, lora: 
     if src.state_dict is not None or lora is not None:
         weights.load_into(model, state)
 
-    model = model.to(DTYPES[dtype])
+    if dtype == "int8":
+        provenance["int8_linear_layers"] = quantize_int8(model)
+    else:
+        model = model.to(DTYPES[dtype])
     scripted = torch.jit.script(model)
     if out.exists():
         shutil.rmtree(out)

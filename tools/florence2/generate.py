@@ -186,3 +186,12 @@ def beam_search(model, req: EncodedRequest, p: GenerationParams) -> Generation:
 
 def generate(model, req: EncodedRequest, p: GenerationParams) -> Generation:
     return greedy(model, req, p) if p.num_beams == 1 else beam_search(model, req, p)
+
+
+def teacher_forced_logits(model, req: EncodedRequest, tokens: list[int]) -> Tensor:
+    """Logits [len(tokens) - 1, V] of ``model`` fed the decoder sequence ``tokens`` (start token first) one
+    decode_step at a time: row i is the distribution over tokens[i + 1] (precision parity figures)."""
+    k, v = _new_cache(model, 1, len(tokens))
+    rows = torch.zeros(1, dtype=torch.long)
+    return torch.cat([model.decode_step(torch.tensor([t]), torch.tensor([pos]), k, v, req.cross_k, req.cross_v,
+                                        req.cross_mask, rows) for pos, t in enumerate(tokens[:-1])])

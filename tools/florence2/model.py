@@ -57,6 +57,64 @@ def _packed_linear(x: Tensor, packed: Tensor, bias: Optional[Tensor], gelu: bool
 VISION_PACK_ROWS = 4096
 
 
+# ----------------------------------------------------------------------------- opt-in int8 weights
+# (``quantize_int8``; export with ``--dtype int8``)
+
+
+class Int8Linear(nn.Module):
+    """nn.Linear with int8 weights (symmetric, one scale per output channel) and int8 activations quantized per
+    row at run time (symmetric, one scale per row), multiplied by ``torch._int_mm`` into exact int32 sums.
+
+    Per-row activation scales and exact integer sums make a row's output independent of the other rows in the
+    call, so batching cannot change an answer (per-tensor dynamic quantization, torch.ao's, would). CPU only:
+    ``_int_mm`` on CUDA needs more than 16 rows. ``weight`` is an empty stand-in that keeps the shared code
+    (``pack_for_cpu``, which never runs on an int8 model) compiling; the int8 weight is ``weight_int8``."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        w = linear.weight.detach().float()
+        scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+        self.register_buffer("weight_int8", torch.round(w / scale.unsqueeze(1)).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("weight_scale", scale)
+        self.register_buffer("weight", torch.empty(0))
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float().clone())
+        self.out_features = linear.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        x2 = x.reshape(-1, x.shape[-1]).float()
+        if x2.shape[0] == 0:
+            y = x2.new_zeros([0, self.out_features])
+        else:
+            scale = x2.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
+            xq = torch.round(x2 / scale).to(torch.int8)  # |x / scale| <= 127 by construction
+            y = torch._int_mm(xq, self.weight_int8.t()).float() * scale * self.weight_scale
+        bias = self.bias
+        if bias is not None:
+            y = y + bias
+        return y.view(list(x.shape[:-1]) + [self.out_features]).to(x.dtype)
+
+
+def quantize_int8(model: "Florence2ForServing") -> int:
+    """Replaces every nn.Linear of the language model (prompt encoder, decoder), the image projection and lm_head
+    by an Int8Linear of its weights, in place (the tied lm_head gets its own int8 copy; the token embedding stays
+    float32). Returns how many were replaced.
+
+    The vision tower stays float32: its linear layers are narrow (K = 128..1024) over tens of thousands of rows,
+    where quantizing and dequantizing the activations costs more than the int8 GEMM saves; it keeps the
+    prepacked float32 path of ``pack_for_cpu``. The decoder, bandwidth-bound at a few rows, is where int8 pays."""
+    replaced = 0
+    vision = set(model.model.vision_tower.modules())
+    for parent in list(model.modules()):
+        if parent in vision:
+            continue
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:
+                setattr(parent, name, Int8Linear(child))
+                replaced += 1
+    model.int8_weights = True
+    return replaced
+
+
 # ----------------------------------------------------------------------------- vision tower
 
 
@@ -474,13 +532,14 @@ class Florence2ForServing(nn.Module):
         self.packed_lm_head_min_rows = PACKED_LM_HEAD_MIN_ROWS
         self.packed_layers_min_rows = PACKED_LAYERS_MIN_ROWS
         self.vision_pack_rows = VISION_PACK_ROWS
+        self.int8_weights = False  # set by quantize_int8 via export --dtype int8
 
     # ------------------------------------------------------------------ exported interface
 
     @torch.jit.export
     def image_features(self, pixel_values: Tensor) -> Tensor:
         """pixel_values [B,3,H,W] (normalized, any float dtype) -> [B, 1 + (H/32)*(W/32), d] in the model dtype."""
-        w = self.lm_head.weight
+        w = self.final_logits_bias  # in the model's dtype and on its device (lm_head may hold int8 weights)
         fmap = self.model.vision_tower(pixel_values.to(device=w.device, dtype=w.dtype))
         return self.model.multi_modal_projector(fmap)
 
@@ -565,20 +624,21 @@ class Florence2ForServing(nn.Module):
         is tuned for. A decode step's few rows against a large weight is where the plain GEMM spends its time
         re-packing the weight on every call; the vision tower gains the fused bias and GELU passes. Steps with
         few rows keep the plain path (PACKED_*_MIN_ROWS). Returns False, changing nothing, unless the weights
-        are float32 on the CPU. The host calls it once after loading, when its build has oneDNN."""
-        w = self.lm_head.weight
+        are float32 on the CPU (an int8 model: its vision tower only). The host calls it once after loading, when its build has oneDNN."""
+        w = self.final_logits_bias
         if w.device.type != "cpu" or w.dtype != torch.float32:
             return False
-        for layer in self.model.language_model.decoder.layers:
-            layer.pack_for_cpu(rows)
-        self.lm_head_packed = [_pack(w, rows)]
+        if not self.int8_weights:  # an int8 model's decoder and lm_head run Int8Linear; its vision tower is float32
+            for layer in self.model.language_model.decoder.layers:
+                layer.pack_for_cpu(rows)
+            self.lm_head_packed = [_pack(self.lm_head.weight, rows)]
         self.model.vision_tower.pack_for_cpu(self.vision_pack_rows)
         return True
 
     @torch.jit.export
     def empty_self_cache(self, batch: int, max_len: int) -> Tensor:
         """A zeroed [L_dec, batch, H, max_len, hd] cache tensor in the model's dtype/device (one of K or V)."""
-        w = self.lm_head.weight
+        w = self.final_logits_bias
         return torch.zeros([self.decoder_layers, batch, self.decoder_heads, max_len, self.head_dim],
                            dtype=w.dtype, device=w.device)
 

@@ -1,0 +1,65 @@
+"""An opt-in int8 export (tools/florence2_export.py --dtype int8) served by the real server: the C++ engine
+drives it to exactly the tokens the Python reference decoder gets from the same artefact, and refuses to put
+it on a GPU."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tools.florence2 import generate as G
+
+from .server_harness import REPO, Assets, ServerProcess, run_tool, server_binary
+
+sys.path.insert(0, str(REPO / "tests" / "tools"))
+from conftest import hf_processor, processor_inputs  # noqa: E402  (tests/tools/conftest.py)
+
+# (image, the task prompt its RPC runs, beams, forced length: random weights never stop on their own)
+CASES = [("astronaut.jpg", "<CAPTION>", 1, 24), ("coffee.png", "<OD>", 3, 32)]
+
+
+@pytest.fixture(scope="module")
+def int8_model(assets: Assets) -> Path:
+    out = assets.tmp / "models" / "tiny-int8"
+    if not (out / "manifest.json").is_file():
+        run_tool(["tools/florence2_export.py", "--random", "tiny", "--seed", "0", "--dtype", "int8",
+                  "--out", str(out)])
+    return out
+
+
+@torch.inference_mode()
+def reference_tokens(model_dir: Path, image_bytes: bytes, prompt: str, beams: int, length: int) -> list[int]:
+    module = torch.jit.load(str(model_dir / "model.ts")).eval()
+    assert module.pack_for_cpu(32)  # as the engine does on the CPU
+    px, _, text = processor_inputs(hf_processor(model_dir), prompt, Image.open(io.BytesIO(image_bytes)).convert("RGB"))
+    params = G.GenerationParams(max_new_tokens=length, min_new_tokens=length, num_beams=beams)
+    return G.generate(module, G.prefill(module, px, text), params).tokens
+
+
+def test_int8_export_serves_the_reference_tokens(start_server, assets: Assets, stubs, int8_model: Path) -> None:
+    server: ServerProcess = start_server("int8", model=int8_model)
+    assert "int8" in server.log_tail(20000)
+    pb = stubs.pb2
+    stub = server.stub(stubs)
+    for name, prompt, beams, length in CASES:
+        data = assets.image(name).read_bytes()
+        options = pb.Options(max_new_tokens=length, min_new_tokens=length, num_beams=beams)
+        if prompt == "<CAPTION>":
+            result = stub.Caption(pb.CaptionRequest(image=pb.Image(encoded=data), options=options), timeout=120).result
+        else:
+            result = stub.Detect(pb.DetectRequest(image=pb.Image(encoded=data), options=options), timeout=120).result
+        assert list(result.token_ids) == reference_tokens(int8_model, data, prompt, beams, length), (name, prompt)
+        assert result.usage.generated_tokens == length
+
+
+def test_int8_export_refuses_a_gpu(int8_model: Path, tmp_path: Path) -> None:
+    done = subprocess.run([str(server_binary()), "--model", str(int8_model), "--device", "cuda",
+                           "--address", "127.0.0.1:0", "--metrics_address", ""],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "int8 weights, which run on the CPU only" in done.stdout + done.stderr
