@@ -20,6 +20,7 @@ setup:
 	tools/setup/apt.sh $(APT_PACKAGES)
 	tools/setup/venv.sh
 	tools/setup/go_tools.sh
+	tools/setup/deploy_tools.sh
 
 build: setup
 	cmake -S . -B $(BUILD_DIR) -G Ninja -DFLORENCE_PYTHON=$(CURDIR)/$(PY) -DFLORENCE_BUILD_SERVER=ON \

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -75,6 +76,11 @@ ABSL_FLAG(int, max_message_bytes, 64 << 20,
           "Largest gRPC message (RESOURCE_EXHAUSTED from gRPC above it).");
 ABSL_FLAG(int, keepalive_time_ms, 60000, "Server keepalive ping interval on idle connections.");
 ABSL_FLAG(int, keepalive_timeout_ms, 20000, "Close a connection whose ping is unanswered this long.");
+ABSL_FLAG(absl::Duration, max_connection_age, absl::ZeroDuration(),
+          "Send GOAWAY to connections older than this (0 = never), so clients reconnect and re-resolve "
+          "the service name: client-side round_robin over a headless Service then finds new replicas.");
+ABSL_FLAG(absl::Duration, max_connection_age_grace, absl::Seconds(120),
+          "After a max_connection_age GOAWAY: how long calls on that connection may still run.");
 ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(30),
           "On SIGTERM/SIGINT: how long in-flight calls may run before they are cancelled.");
 ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain; with --tls_key enables TLS.");
@@ -93,6 +99,12 @@ using florence::batching::Scheduler;
 using florence::server::Metrics;
 using florence::server::Server;
 using florence::server::ServerOptions;
+
+// A flag duration as gRPC's int milliseconds (clamped to its range; negative = 0).
+int DurationMs(absl::Duration d) {
+  return static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(d), 0,
+                                              std::numeric_limits<int>::max()));
+}
 
 int Fail(const std::string& what, const absl::Status& status) {
   spdlog::critical("{}: {}", what, status.ToString());
@@ -141,6 +153,8 @@ int main(int argc, char** argv) {
   so.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   so.keepalive_time_ms = absl::GetFlag(FLAGS_keepalive_time_ms);
   so.keepalive_timeout_ms = absl::GetFlag(FLAGS_keepalive_timeout_ms);
+  so.max_connection_age_ms = DurationMs(absl::GetFlag(FLAGS_max_connection_age));
+  so.max_connection_age_grace_ms = DurationMs(absl::GetFlag(FLAGS_max_connection_age_grace));
   so.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
   so.tls_key_file = absl::GetFlag(FLAGS_tls_key);
   so.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);

@@ -24,6 +24,11 @@ struct ServerOptions {
   int max_message_bytes = 64 << 20;       // larger requests: RESOURCE_EXHAUSTED from gRPC
   int keepalive_time_ms = 60'000;         // server pings idle connections this often
   int keepalive_timeout_ms = 20'000;      // and drops them when a ping goes unanswered
+  // > 0: a connection older than this gets GOAWAY (calls on it may run
+  // max_connection_age_grace_ms more), so clients reconnect and re-resolve:
+  // DNS-based client-side balancing then sees replicas added by a scale-up.
+  int max_connection_age_ms = 0;
+  int max_connection_age_grace_ms = 0;
   // TLS: PEM files. Without cert/key the port is plaintext. With client_ca the
   // server requires and verifies client certificates (mTLS).
   std::string tls_cert_file;
