@@ -5,9 +5,11 @@ positions, the beams of one request (3 by default) share one cross-attention row
 
   .venv/bin/python bench/decode_step.py --model models/florence2-base-random [--rows 1,3,12,27,48]
       [--position 150] [--beams 3] [--threads 2] [--paths plain,cpu_prepack]
+      [--int8 models/florence2-base-random-int8]
 
 Each path is its own load of the artefact: `plain` as exported, `cpu_prepack` after `pack_for_cpu` (what the
-engine does on CPU by default). The paths are timed in turn, row count by row count, round after round (which
+engine does on CPU by default); with `--int8 DIR`, also `int8`: that directory's `--dtype int8` export of the same
+weights, as the engine runs it. The paths are timed in turn, row count by row count, round after round (which
 path goes first alternating), so a drift of the machine hits both alike. Prints one JSON line per path and row
 count: milliseconds per step (median over --repeats rounds, after 2 warm-up steps), the ratio to the path's
 first row count and, for cpu_prepack, the speed-up over plain. Random cache contents: the cost does not depend on the values.
@@ -35,15 +37,16 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--paths", default="plain,cpu_prepack", help="plain and/or cpu_prepack")
+    ap.add_argument("--int8", type=Path, help="an int8 export of the same weights: adds the path int8")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     config = json.loads((args.model / "config.json").read_text())
-    paths = args.paths.split(",")
+    paths = args.paths.split(",") + (["int8"] if args.int8 else [])
     models = {}
     for path in paths:
-        models[path] = torch.jit.load(str(args.model / "model.ts")).eval()
-        if path == "cpu_prepack" and not models[path].pack_for_cpu(32):
+        models[path] = torch.jit.load(str((args.int8 if path == "int8" else args.model) / "model.ts")).eval()
+        if path != "plain" and not models[path].pack_for_cpu(32):
             raise SystemExit("pack_for_cpu declined: the artefact is not float32 on the CPU")
     rows_list = [int(r) for r in args.rows.split(",")]
     cap = max(rows_list)
@@ -91,6 +94,8 @@ def main() -> int:
                         "threads": args.threads}
                 if path != "plain" and "plain" in paths:
                     line["speedup_vs_plain"] = round(ms[("plain", rows)] / ms[(path, rows)], 2)
+                if path == "int8" and "cpu_prepack" in paths:
+                    line["speedup_vs_cpu_prepack"] = round(ms[("cpu_prepack", rows)] / ms[(path, rows)], 2)
                 print(json.dumps(line), flush=True)
     return 0
 

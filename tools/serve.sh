@@ -4,7 +4,7 @@
 #
 # Model: $MODEL_DIR if it holds a model; otherwise the real microsoft/Florence-2-base exported from the model
 # hub when the hub is reachable; otherwise seeded random weights of the base architecture (outputs are then
-# meaningless, and the server says so loudly). MODEL_DTYPE=bfloat16 (or float16) picks an opt-in
+# meaningless, and the server says so loudly). MODEL_DTYPE=bfloat16 (float16, int8) picks an opt-in
 # reduced-precision export instead (its own directory, models/florence2-base[-random]-<dtype>; accuracy and
 # speed in docs/PERFORMANCE.md); the default float32 is the exact path.
 set -euo pipefail
