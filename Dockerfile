@@ -53,10 +53,6 @@ RUN make build CMAKE_ARGS=-DFLORENCE_BUILD_TESTS=OFF BUILD_TARGETS=florence2-ser
 FROM ${BASE_IMAGE} AS runtime
 ARG FLAVOR=cpu
 ARG TORCH_INDEX_URL=auto
-# BAKE_MODEL=1 exports MODEL_ARGS into MODEL_DIR at build time (a volume mounted on /models hides it).
-ARG BAKE_MODEL=0
-ARG MODEL_DIR=/models/florence2-base-random
-ARG MODEL_ARGS="--random base --seed 0"
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 LABEL org.opencontainers.image.title="florence-serve" \
       org.opencontainers.image.description="florence2-server (gRPC Florence-2) and its model-export tool" \
@@ -79,6 +75,12 @@ ENV PATH=/opt/florence-serve/.venv/bin:$PATH \
     HOME=/tmp \
     PYTHONDONTWRITEBYTECODE=1 \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
+# Declared this late so that changing them rebuilds only the layer below.
+# BAKE_MODEL=1 exports MODEL_ARGS into MODEL_DIR at build time (a volume mounted on /models hides it);
+# MODEL_DIR is also the server's default --model.
+ARG BAKE_MODEL=0
+ARG MODEL_DIR=/models/florence2-base-random
+ARG MODEL_ARGS="--random base --seed 0"
 # MODEL_ARGS is split into words on purpose (SC2086).
 # hadolint ignore=SC2086
 RUN ln -s /opt/florence-serve/bin/florence2-server /usr/local/bin/florence2-server \

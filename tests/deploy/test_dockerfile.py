@@ -199,8 +199,7 @@ def dockerfile_problems(text: str, ignore_text: str, repo: Path = REPO) -> list[
             if "@sha256:" not in base and tag in ("", "latest"):
                 problems.append(f"{where}: base image {base!r} needs an explicit tag other than latest")
         stage_args = arg_declarations(stage.instructions)
-        envs = {n for i in stage.instructions if i.keyword == "ENV" for n in re.findall(r"(\w+)=", i.args)}
-        known = set(stage_args) | envs | PREDEFINED
+        known = set(PREDEFINED)  # ARGs and ENVs declared so far: a variable is empty before its declaration
         copied: list[str] = []  # context paths COPY'd into this stage so far
         used: set[str] = set()
         workdir = "/"
@@ -212,7 +211,12 @@ def dockerfile_problems(text: str, ignore_text: str, repo: Path = REPO) -> list[
                 refs = {r for r in refs if r.isupper()}  # lower-case names are the command's own
             used |= refs
             if ins.keyword not in ("ARG",):
-                problems += [f"{at}: ${r} is neither an ARG nor an ENV of {where}" for r in sorted(refs - known)]
+                problems += [f"{at}: ${r} is not an ARG or ENV declared before it in {where}"
+                             for r in sorted(refs - known)]
+            if ins.keyword == "ARG":
+                known |= set(arg_declarations([ins]))
+            if ins.keyword == "ENV":
+                known |= set(re.findall(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=", ins.args))
             if ins.keyword == "WORKDIR":
                 workdir = ins.args.strip()
             if ins.keyword == "ADD":
@@ -316,7 +320,9 @@ MUTATIONS = {
                      "layout"),
     "unknown stage": (lambda: sub("--from=builder", "--from=compile"), "not an earlier stage"),
     "undeclared arg": (lambda: sub('"$FLAVOR" "$TORCH_INDEX_URL"\n', '"$FLAVOUR" "$TORCH_INDEX_URL"\n'),
-                       "$FLAVOUR is neither"),
+                       "$FLAVOUR is not an ARG"),
+    "arg declared after use": (lambda: sub("ARG BAKE_MODEL=0\n", "") + "ARG BAKE_MODEL=0\n",
+                               "$BAKE_MODEL is not an ARG"),
     "unused arg": (lambda: sub("ARG BAKE_MODEL=0", "ARG BAKE_MODEL=0\nARG UNUSED=1"), "UNUSED is declared"),
     "latest base": (lambda: sub("ARG BASE_IMAGE=debian:bookworm-slim", "ARG BASE_IMAGE=debian:latest"),
                     "explicit tag"),
