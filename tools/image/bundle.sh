@@ -21,7 +21,7 @@ torch_lib=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch._
 
 rm -rf "$DEST"
 mkdir -p "$DEST/bin" "$DEST/lib"
-# Debug sections off (the symbol table stays, for readable backtraces): 34 MB -> a few MB.
+# Debug sections off (the symbol table stays, for readable backtraces): 34 MB -> 2 MB.
 objcopy --strip-debug "$server" "$DEST/bin/florence2-server"
 missing=$(ldd "$server" | grep 'not found' || true)
 [ -z "$missing" ] || { echo "bundle: unresolved libraries:"$'\n'"$missing" >&2; exit 1; }
