@@ -34,7 +34,7 @@ trap cleanup EXIT
 command -v podman >/dev/null || { echo "smoke: no podman; run tools/setup/image_tools.sh" >&2; exit 1; }
 elapsed() { echo $(( $(date +%s) - $1 )); }
 
-# Explicit limits, within the caller's own: podman's defaults (nofile 1048576, nproc 4194304) are refused by
+# Explicit limits, within the caller's own: podman's defaults (nofile 1048576 and a high nproc, as root) are refused by
 # some hosts (setrlimit: operation not permitted), as is nproc 65536 where the hard limit is higher.
 min() { [ "$1" = unlimited ] && echo "$2" || echo $(( $1 < $2 ? $1 : $2 )); }
 nofile=$(min "$(ulimit -Hn)" 65536)
