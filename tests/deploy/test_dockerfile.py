@@ -252,7 +252,8 @@ def dockerfile_problems(text: str, ignore_text: str, repo: Path = REPO) -> list[
                         problems.append(f"{at}: runs {script}, which does not exist")
                     elif not any(script == c or script.startswith(c + "/") or c == "" for c in copied):
                         problems.append(f"{at}: runs {script} before any COPY brought it into {where}")
-                if re.search(r"(?:^|&&|;|\|\||\bthen|\bdo)\s*make\s+\w", ins.args) and not any(c in ("", "Makefile") for c in copied):
+                runs_make = re.search(r"(?:^|&&|;|\|\||\bthen|\bdo)\s*make\s+\w", ins.args)
+                if runs_make and not any(c in ("", "Makefile") for c in copied):
                     problems.append(f"{at}: runs make before the Makefile was copied")
                 if "apt-get install" in ins.args:
                     for need, why in (("apt-get update", "apt-get update in the same RUN"),

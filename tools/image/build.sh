@@ -24,8 +24,8 @@ command -v buildah >/dev/null || { echo "build: no buildah; run tools/setup/imag
 
 # Fail early, with the way out, when the flavor's torch index is out of reach (the build would fail in pip).
 index=$(tools/image/torch_index.sh "$FLAVOR" "$TORCH_INDEX_URL")
-if [ -n "$index" ] && ! python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/torch/", timeout=30)' \
-     "$index" >/dev/null 2>&1; then
+reachable() { python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=30)' "$1"; }
+if [ -n "$index" ] && ! reachable "$index/torch/" >/dev/null 2>&1; then
   echo "build: the torch index $index is not reachable from here. TORCH_INDEX_URL=pypi builds with PyPI's" >&2
   echo "       torch 2.11.0 instead (the CUDA 13.0 build, which also runs on CPU; a larger image)." >&2
   exit 1

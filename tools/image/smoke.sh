@@ -11,8 +11,9 @@
 #
 # Usage: tools/image/smoke.sh
 # Env:   IMAGE (default florence-serve:latest), SMOKE_MODEL (tiny|base|baked, default tiny: the export and
-#        the model load take seconds instead of minutes; baked: serve the model of a BAKE_MODEL=1 image), STORAGE_DRIVER (default: podman's, overlay for root; set
-#        it only with the one the image was built with), PODMAN_RUNTIME (default:
+#        the model load take seconds instead of minutes; baked: serve the model of a BAKE_MODEL=1 image),
+#        STORAGE_DRIVER (default: podman's, overlay for root; set it only to the one the image was built with),
+#        PODMAN_RUNTIME (default:
 #        podman's own, else runc where that one cannot start containers, e.g. crun on hybrid cgroups).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,8 +35,8 @@ trap cleanup EXIT
 command -v podman >/dev/null || { echo "smoke: no podman; run tools/setup/image_tools.sh" >&2; exit 1; }
 elapsed() { echo $(( $(date +%s) - $1 )); }
 
-# Explicit limits, within the caller's own: podman's defaults (nofile 1048576 and a high nproc, as root) are refused by
-# some hosts (setrlimit: operation not permitted), as is nproc 65536 where the hard limit is higher.
+# Explicit limits, within the caller's own: podman's defaults (nofile 1048576 and a high nproc, as root) are
+# refused by some hosts (setrlimit: operation not permitted), as is nproc 65536 where the hard limit is higher.
 min() { [ "$1" = unlimited ] && echo "$2" || echo $(( $1 < $2 ? $1 : $2 )); }
 nofile=$(min "$(ulimit -Hn)" 65536)
 nproc=$(min "$(ulimit -Hu)" 32768)
@@ -122,7 +123,8 @@ echo "smoke: 3/5 SERVING on 127.0.0.1:$port after $(elapsed "$start") s (model l
 if [ -x .tools/bin/grpcurl ]; then
   echo "smoke: reflection lists: $(.tools/bin/grpcurl -plaintext "127.0.0.1:$port" list | tr '\n' ' ')"
 fi
-"$PY" -c "from PIL import Image; from skimage import data; Image.fromarray(data.astronaut()).save('$work/images/astronaut.jpg', quality=90)"
+"$PY" -c "from PIL import Image; from skimage import data
+Image.fromarray(data.astronaut()).save('$work/images/astronaut.jpg', quality=90)"
 for task in caption od; do
   start=$(date +%s)
   "$PY" clients/python/florence_client.py --server "127.0.0.1:$port" --task "$task" --max-new-tokens 16 \
