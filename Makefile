@@ -14,7 +14,7 @@ APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
 	libjpeg62-turbo-dev libpng-dev libwebp-dev libtiff-dev zlib1g-dev \
 	libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler prometheus-cpp-dev openssl clang nginx
 
-.PHONY: setup build test test-cpp test-python model serve clean
+.PHONY: setup build test test-cpp test-python model serve image clean
 
 setup:
 	tools/setup/apt.sh $(APT_PACKAGES)
@@ -22,10 +22,15 @@ setup:
 	tools/setup/go_tools.sh
 	tools/setup/deploy_tools.sh
 
+# Extra configure arguments and build targets (the image's builder: CMAKE_ARGS=-DFLORENCE_BUILD_TESTS=OFF
+# BUILD_TARGETS=florence2-server).
+CMAKE_ARGS ?=
+BUILD_TARGETS ?=
+
 build: setup
 	cmake -S . -B $(BUILD_DIR) -G Ninja -DFLORENCE_PYTHON=$(CURDIR)/$(PY) -DFLORENCE_BUILD_SERVER=ON \
-	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
-	cmake --build $(BUILD_DIR) -j$(JOBS)
+	  -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" $(CMAKE_ARGS)
+	cmake --build $(BUILD_DIR) -j$(JOBS) $(if $(BUILD_TARGETS),--target $(BUILD_TARGETS))
 
 test-cpp: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j1
@@ -45,6 +50,13 @@ model: $(MODEL_DIR)/manifest.json
 # on localhost:50051 (metrics :9090), printing grpcurl examples (tools/serve.sh).
 serve: build
 	BUILD_DIR=$(BUILD_DIR) tools/serve.sh
+
+# The container image without a Docker daemon (root; buildah, podman, debootstrap): build it, then run it and call
+# the server inside it over gRPC (docs/DEPLOY.md, "The image"). Not part of `make test`: ~15-20 min, ~25 GB.
+image:
+	tools/setup/image_tools.sh
+	tools/image/build.sh
+	tools/image/smoke.sh
 
 clean:
 	rm -rf $(BUILD_DIR) models

