@@ -439,21 +439,29 @@ class DecoderLayer(nn.Module):
                        _pack(a.out_proj.weight, rows), _pack(x.q_proj.weight, rows), _pack(x.out_proj.weight, rows),
                        _pack(self.fc1.weight, rows), _pack(self.fc2.weight, rows)]
 
-    def step(self, h: Tensor, rows: Tensor, positions: Tensor, k_cache: Tensor, v_cache: Tensor, self_mask: Tensor,
-             cross_k: Tensor, cross_v: Tensor, enc_mask: Tensor, cross_rows: Tensor, slots: Tensor,
+    def step(self, h: Tensor, rows: Tensor, positions: Tensor, self_k: Tensor, self_v: Tensor, layer: int,
+             self_mask: Tensor, cross_k: Tensor, cross_v: Tensor, enc_mask: Tensor, cross_rows: Tensor, slots: Tensor,
              q_len: int, use_packed: bool) -> Tensor:
         """One decoder position for B rows: h [B, 1, d] -> [B, 1, d]; writes row b's K/V at positions[b] of
-        k_cache/v_cache [B, H, S, hd]. Cross-attention groups the rows by cross row (see ``decode_step``).
+        self_k/self_v[layer] [B, H, S, hd]. Cross-attention groups the rows by cross row (see ``decode_step``).
         ``use_packed``: through the prepacked weights, if there are any."""
         b = h.shape[0]
-        packed = use_packed and len(self.packed) > 0
+        packed = len(self.packed) > 0 and use_packed  # this order: no guard on the row count when unpacked (export)
         attn = self.self_attn
         if packed:
             q, k, v = _packed_linear(h, self.packed[0], self.packed[1]).split(self.d, dim=2)
         else:
             q, k, v = attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
-        k_cache[rows, :, positions] = k.reshape(b, self.heads, self.head_dim)
-        v_cache[rows, :, positions] = v.reshape(b, self.heads, self.head_dim)
+        if torch.jit.is_scripting():
+            k_cache, v_cache = self_k[layer], self_v[layer]
+            k_cache[rows, :, positions] = k.reshape(b, self.heads, self.head_dim)
+            v_cache[rows, :, positions] = v.reshape(b, self.heads, self.head_dim)
+        else:  # eager and torch.export (aoti.py). Inductor writes a graph input in place only when the write
+            # indexes that tensor itself; a write into a view (self_k[layer]) costs a copy of the cache and back.
+            layers = torch.full_like(rows, layer)
+            self_k[layers, rows, :, positions] = k.reshape(b, self.heads, self.head_dim)
+            self_v[layers, rows, :, positions] = v.reshape(b, self.heads, self.head_dim)
+            k_cache, v_cache = self_k[layer], self_v[layer]
         o = attn.attend_heads(attn.split(q), k_cache, v_cache, self_mask)
         o = _packed_linear(o, self.packed[2], attn.out_proj.bias) if packed else attn.out_proj(o)
         h = self.self_attn_layer_norm(h + o)
@@ -603,14 +611,22 @@ class Florence2ForServing(nn.Module):
         # Query slot of each row within its cross row: how many earlier rows share that cross row.
         same = (cross_rows.unsqueeze(0) == cross_rows.unsqueeze(1)).to(torch.int64)
         slots = torch.tril(same, diagonal=-1).sum(dim=1)
-        q_len = int(slots.max()) + 1 if b > 0 else 1
+        if torch.jit.is_scripting():
+            q_len = int(slots.max()) + 1 if b > 0 else 1
+        else:  # eager and torch.export (aoti.py), where int(tensor) cannot trace and .item() is an unbacked size
+            last_slot = slots.max().item() if b > 0 else 0
+            torch._check_is_size(last_slot)  # slots count earlier rows: a size (inductor needs to know it is one)
+            q_len = last_slot + 1
+            # SDPA's mask check asks "mask rows == query rows, or 1?": for an unbacked q_len only the first is
+            # decidable, so the mask spans the query rows (a broadcast view, no copy).
+            enc_mask = enc_mask.expand(g, 1, q_len, cross_mask.shape[1])
         rows = torch.arange(b, device=h.device)
         i = 0
         for layer in lm.decoder.layers:
-            h = layer.step(h, rows, positions, self_k[i], self_v[i], self_mask, cross_k[i], cross_v[i], enc_mask,
+            h = layer.step(h, rows, positions, self_k, self_v, i, self_mask, cross_k[i], cross_v[i], enc_mask,
                            cross_rows, slots, q_len, b >= self.packed_layers_min_rows)
             i += 1
-        if b >= self.packed_lm_head_min_rows and len(self.lm_head_packed) > 0:
+        if len(self.lm_head_packed) > 0 and b >= self.packed_lm_head_min_rows:
             logits = _packed_linear(h, self.lm_head_packed[0], self.final_logits_bias.view(-1)).squeeze(1)
         else:
             logits = self.lm_head(h.squeeze(1)) + self.final_logits_bias
