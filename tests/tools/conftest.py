@@ -130,3 +130,17 @@ def processor_inputs(processor, prompt: str, image: Image.Image) -> tuple[torch.
 
 def as_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().numpy()
+
+
+def stack_cross(reqs: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Several prefilled requests' (generate.EncodedRequest) cross K/V and masks as one decode_step batch, one
+    cross row each, padded to the longest encoder length; asserts the lengths differ (padding is exercised)."""
+    s_enc = max(r.cross_k.shape[3] for r in reqs)
+    assert len({r.cross_k.shape[3] for r in reqs}) > 1, "prompts should give different encoder lengths"
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, 0, 0, s_enc - t.shape[3]))
+
+    cross_mask = torch.cat([torch.nn.functional.pad(r.cross_mask, (0, s_enc - r.cross_mask.shape[1])) for r in reqs])
+    cross_k = torch.cat([pad(r.cross_k) for r in reqs], dim=1)
+    return cross_k, torch.cat([pad(r.cross_v) for r in reqs], dim=1), cross_mask

@@ -15,7 +15,7 @@ import torch
 from tools.florence2 import aoti
 from tools.florence2 import generate as G
 
-from conftest import REPO, TASK_PROMPTS, processor_inputs
+from conftest import REPO, TASK_PROMPTS, processor_inputs, stack_cross
 
 # The packages then check every call's dtypes, static sizes and dynamic-size bounds, and throw on a mismatch.
 # (Read once per process by the compiled code; strides of dynamic inputs are not checked: see AotiModel.)
@@ -105,16 +105,7 @@ def _decode_inputs(art, images, gen):
                              images.values()):
         px, _, text = processor_inputs(art.processor, prompt, image)
         reqs.append(G.prefill(art.scripted, px, text))
-    s_enc = max(r.cross_k.shape[3] for r in reqs)
-    assert len({r.cross_k.shape[3] for r in reqs}) > 1, "prompts should give different encoder lengths"
-
-    def pad(t):
-        return torch.nn.functional.pad(t, (0, 0, 0, s_enc - t.shape[3]))
-
-    cross_k = torch.cat([pad(r.cross_k) for r in reqs], dim=1)
-    cross_v = torch.cat([pad(r.cross_v) for r in reqs], dim=1)
-    cross_mask = torch.cat([torch.nn.functional.pad(r.cross_mask, (0, s_enc - r.cross_mask.shape[1]))
-                            for r in reqs])
+    cross_k, cross_v, cross_mask = stack_cross(reqs)
     self_k = torch.randn(art.scripted.empty_self_cache(3, 16).shape, generator=gen)
     self_v = torch.randn(self_k.shape, generator=gen)
     return cross_k, cross_v, cross_mask, self_k, self_v

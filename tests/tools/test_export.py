@@ -16,7 +16,7 @@ from tools.florence2.config import preset
 from tools.florence2.weights import CheckpointError
 
 from conftest import (CACHE, REPO, decoder_under_test, hf_model_from_state, hf_processor, int8_twin,
-                      processor_inputs)
+                      processor_inputs, stack_cross)
 
 PARAMS = G.GenerationParams(max_new_tokens=64, num_beams=3, no_repeat_ngram_size=3)
 
@@ -169,16 +169,7 @@ def test_decode_step_batch_invariance_across_lengths(tiny_artefacts, images, var
         k[:, :, :, n:] = 0
         v[:, :, :, n:] = 0
         caches.append((k, v))
-    s_enc = max(r.cross_k.shape[3] for r in reqs)
-    assert len({r.cross_k.shape[3] for r in reqs}) > 1, "prompts should give different encoder lengths"
-
-    def pad(t):
-        return torch.nn.functional.pad(t, (0, 0, 0, s_enc - t.shape[3]))
-
-    cross_k = torch.cat([pad(r.cross_k) for r in reqs], dim=1)
-    cross_v = torch.cat([pad(r.cross_v) for r in reqs], dim=1)
-    cross_mask = torch.cat([torch.nn.functional.pad(r.cross_mask, (0, s_enc - r.cross_mask.shape[1]))
-                            for r in reqs])
+    cross_k, cross_v, cross_mask = stack_cross(reqs)
     self_k = torch.cat([c[0] for c in caches], dim=1)
     self_v = torch.cat([c[1] for c in caches], dim=1)
     before_k, before_v = self_k.clone(), self_v.clone()
