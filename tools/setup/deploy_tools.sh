@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what tests/deploy/test_manifests.py needs to check deploy/ offline, pinned, from the Go module proxy:
 #   .tools/bin/kustomize, .tools/bin/kubeconform   renders the overlays / validates every object against JSON schemas
+#                                                  (installed by tools/setup/go_tools.sh, which this script runs)
 #   .tools/deploy/                                 the sources of those schemas, copied out of the projects' Go modules:
 #     kubernetes/swagger.json   the OpenAPI document of the oldest Kubernetes release deploy/ targets (1.30)
 #     crds/*.yaml               the CRDs of the custom resources deploy/ uses (ServiceMonitor, GRPCRoute)
@@ -9,10 +10,6 @@
 # pin. Without a Go toolchain it says so and exits 0; the test then fails, naming this script.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-declare -A TOOLS=(
-  [kustomize]="sigs.k8s.io/kustomize/kustomize/v5@v5.8.1"
-  [kubeconform]="github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0"
-)
 # "module@version path-in-module file-under-.tools/deploy"
 SCHEMA_SOURCES=(
   "k8s.io/kubernetes@v1.30.14 api/openapi-spec/swagger.json kubernetes/swagger.json"
@@ -22,23 +19,12 @@ SCHEMA_SOURCES=(
   "sigs.k8s.io/gateway-api@v1.6.3 \
      config/crd/standard/gateway.networking.k8s.io_grpcroutes.yaml crds/gateway.networking.k8s.io_grpcroutes.yaml"
 )
+tools/setup/go_tools.sh
 if ! command -v go >/dev/null 2>&1; then
-  echo "deploy_tools: no Go toolchain; skipping ${!TOOLS[*]} and the schema sources" \
-       "(tests/deploy/test_manifests.py fails without them)" >&2
+  echo "deploy_tools: no Go toolchain; skipping the schema sources (tests/deploy/test_manifests.py fails" \
+       "without them)" >&2
   exit 0
 fi
-
-mkdir -p .tools/bin
-for name in "${!TOOLS[@]}"; do
-  pkg=${TOOLS[$name]}
-  stamp=.tools/bin/.$name.version
-  if [ -x ".tools/bin/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$pkg" ]; then
-    continue
-  fi
-  echo "deploy_tools: installing $pkg"
-  GOBIN="$PWD/.tools/bin" go install "$pkg"
-  echo "$pkg" > "$stamp"
-done
 
 dest=.tools/deploy
 want=$(printf '%s\n' "${SCHEMA_SOURCES[@]}" | tr -s ' ')

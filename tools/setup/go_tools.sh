@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Go command-line tools the project uses into .tools/bin from the Go module proxy, pinned:
-# grpcurl (the README's example client, by server reflection) and ghz (the load generator of loadtest/run).
+# grpcurl (the README's example client, by server reflection), ghz (the load generator of loadtest/run),
+# kustomize and kubeconform (the offline manifest validation).
 # Skips tools already at the pinned version. Without a Go toolchain it says so and exits 0; the load-test
 # smoke test (loadtest.quick) then fails, saying ghz is missing.
 set -euo pipefail
@@ -8,6 +9,9 @@ cd "$(dirname "$0")/../.."
 declare -A TOOLS=(
   [grpcurl]="github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3"
   [ghz]="github.com/bojand/ghz/cmd/ghz@v0.120.0"
+  # tests/deploy/test_manifests.py: renders deploy/'s overlays, validates the objects (tools/setup/deploy_tools.sh)
+  [kustomize]="sigs.k8s.io/kustomize/kustomize/v5@v5.8.1"
+  [kubeconform]="github.com/yannh/kubeconform/cmd/kubeconform@v0.7.0"
 )
 if ! command -v go >/dev/null 2>&1; then
   echo "go_tools: no Go toolchain; skipping ${!TOOLS[*]} (optional: example clients only)" >&2
