@@ -63,54 +63,77 @@ MIXES = {"decode-heavy": st.TASKS, "caption": (("caption", 24),)}
 
 # ---- Machine limits -------------------------------------------------------------------------------------------
 
-def median_ms(fn, repeats: int, warmup: int = 1) -> float:
+def median_ms(fn, repeats: int, warmup: int = 1, sync=None) -> float:
+    """Median wall ms of fn(); `sync` (torch.cuda.synchronize on a GPU) is called before each clock read."""
+    sync = sync or (lambda: None)
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times)
 
 
-def machine_limits(model_dir: Path, threads: int) -> dict[str, Any]:
+def gpu_matmul_tflops(device: torch.device, dtype: torch.dtype, n: int = 8192) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    ms = median_ms(lambda: a @ b, 10, warmup=3, sync=torch.cuda.synchronize)
+    return 2 * n ** 3 / (ms / 1000) / 1e12
+
+
+def machine_limits(model_dir: Path, threads: int, device: str = "cpu") -> dict[str, Any]:
+    """The machine's limits and the engine's distance to them. On a GPU: matmul peak in the model's dtype,
+    device memory bandwidth, and the same vision-tower and decode-step probes on the device."""
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.set_num_threads(threads)
-    peak = max(gflops(2048, threads, repeats=5) for _ in range(3))
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else None
+    model = torch.jit.load(str(model_dir / "model.ts"), map_location=dev).eval()
+    dtype = model.final_logits_bias.dtype
+    limits: dict[str, Any] = {"threads": threads, "device": device}
+    if cuda:
+        limits["matmul_tflops_fp32"] = gpu_matmul_tflops(dev, torch.float32)  # TF32 off: torch's default
+        limits["matmul_tflops_model_dtype"] = peak_t = gpu_matmul_tflops(dev, dtype)
+        peak = peak_t * 1000  # GFLOP/s
+    else:
+        peak = max(gflops(2048, threads, repeats=5) for _ in range(3))
     n = 512 * 1024 * 1024 // 4
-    src, dst = torch.randn(n), torch.empty(n)
-    copy_ms = min(median_ms(lambda: dst.copy_(src), 5) for _ in range(2))
+    src, dst = torch.randn(n, device=dev), torch.empty(n, device=dev)
+    copy_ms = min(median_ms(lambda: dst.copy_(src), 5, sync=sync) for _ in range(2))
     bandwidth = 2 * n * 4 / (copy_ms / 1000) / 1e9  # GB/s, read + write
-    read_ms = min(median_ms(lambda: src.sum(), 5) for _ in range(2))
+    read_ms = min(median_ms(lambda: src.sum(), 5, sync=sync) for _ in range(2))
     read_bandwidth = n * 4 / (read_ms / 1000) / 1e9  # GB/s, read only (what a decode step mostly does)
     src = dst = None  # 1 GiB back before the model phases
 
-    model = torch.jit.load(str(model_dir / "model.ts")).eval()
     config = json.loads((model_dir / "config.json").read_text())
     size = int(config["preprocess"]["size"])  # square input, pixels per side
     with torch.inference_mode():
-        pixels = torch.randn(1, 3, size, size)
+        pixels = torch.randn(1, 3, size, size, device=dev)
         with FlopCounterMode(display=False) as counter:
             model.image_features(pixels)
         vision_flops = counter.get_total_flops()  # counted on the plain path: the packed ops are not counted
-        vision_ms_plain = median_ms(lambda: model.image_features(pixels), 3)
+        vision_ms_plain = median_ms(lambda: model.image_features(pixels), 3, sync=sync)
         # The engine's CPU path from here on (TorchScriptModel calls pack_for_cpu after loading).
-        engine_packed = bool(model.pack_for_cpu(32)) if hasattr(model, "pack_for_cpu") else False
-        vision_ms = median_ms(lambda: model.image_features(pixels), 3)
+        engine_packed = bool(model.pack_for_cpu(32)) if not cuda and hasattr(model, "pack_for_cpu") else False
+        vision_ms = median_ms(lambda: model.image_features(pixels), 3, sync=sync)
 
         # One decode step, one row, at position 100 over 577 image + 10 prompt encoder positions.
         probe = model.empty_self_cache(1, 1)
         layers, _, heads, _, head_dim = probe.shape
         enc_len, pos = 587, 100
         self_k, self_v = model.empty_self_cache(1, pos + 1), model.empty_self_cache(1, pos + 1)
-        cross_k = torch.randn(layers, 1, heads, enc_len, head_dim, dtype=probe.dtype)
+        cross_k = torch.randn(layers, 1, heads, enc_len, head_dim, dtype=probe.dtype, device=dev)
         cross_v = torch.randn_like(cross_k)
-        mask = torch.ones(1, enc_len, dtype=torch.long)
-        ids, positions, rows = torch.tensor([500]), torch.tensor([pos]), torch.tensor([0])
+        mask = torch.ones(1, enc_len, dtype=torch.long, device=dev)
+        ids, positions, rows = (torch.tensor([v], device=dev) for v in (500, pos, 0))
         step_ms = median_ms(lambda: model.decode_step(ids, positions, self_k, self_v, cross_k, cross_v, mask, rows),
-                            9, warmup=2)
+                            9, warmup=2, sync=sync)
     state = model.state_dict()
     decoder_bytes = sum(t.numel() * t.element_size() for k, t in state.items()
                         if ".decoder." in k and "embed_positions" not in k)
@@ -119,8 +142,7 @@ def machine_limits(model_dir: Path, threads: int) -> dict[str, Any]:
     cache_bytes = 2 * (cross_k.numel() + self_k.numel()) * cross_k.element_size()
     step_bytes = decoder_bytes + lm_head_bytes + cache_bytes
     bound_ms = step_bytes / (max(bandwidth, read_bandwidth) * 1e9) * 1000
-    return {
-        "threads": threads,
+    return limits | {
         "matmul_gflops": peak, "copy_bandwidth_gbs": bandwidth, "read_bandwidth_gbs": read_bandwidth,
         "engine_cpu_prepack": engine_packed, "vision_ms_batch1_plain_gemm": vision_ms_plain,
         "vision_gflop_per_image": vision_flops / 1e9, "vision_ms_batch1": vision_ms,
@@ -134,8 +156,8 @@ def machine_limits(model_dir: Path, threads: int) -> dict[str, Any]:
 # ---- transformers in this process -----------------------------------------------------------------------------
 
 class Hf:
-    def __init__(self, model_dir: Path) -> None:
-        self.model, self.processor = hf_florence.load(model_dir)
+    def __init__(self, model_dir: Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        self.model, self.processor = hf_florence.load(model_dir, device, dtype)
 
     def generate(self, task: str, images: list[Image.Image], new_tokens: int, beams: int) -> list[list[int]]:
         inputs = self.processor(text=[PROMPTS[task]] * len(images), images=images, return_tensors="pt")
@@ -191,12 +213,14 @@ def grpc_phase(stubs, address: str, requests, beams: int, clients: int) -> tuple
 
 
 class HfGrpcServer:
-    def __init__(self, model_dir: Path, workdir: Path, threads: int) -> None:
+    def __init__(self, model_dir: Path, workdir: Path, threads: int, device: str = "cpu",
+                 dtype: str = "float32") -> None:
         self.port_file = workdir / "hf_server.port"
         self.port_file.unlink(missing_ok=True)
         self.log = (workdir / "hf_grpc_server.log").open("wb")
         self.proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "hf_grpc_server.py"), "--model",
-                                      str(model_dir), "--port-file", str(self.port_file), "--threads", str(threads)],
+                                      str(model_dir), "--port-file", str(self.port_file), "--threads", str(threads),
+                                      "--device", device, "--dtype", dtype],
                                      stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + st.START_TIMEOUT_S
         while not (self.port_file.is_file() and self.port_file.read_text().endswith("\n")):
@@ -240,7 +264,8 @@ def markdown(r: dict[str, Any]) -> str:
     lim, rows = r.get("limits"), []
     ours = r["ours"]["requests_per_s"]
     mix = " / ".join("%s %d" % (t["task"], t["new_tokens"]) for t in r.get("tasks", []))
-    lines = [f"Machine: {r['machine']['cpu_model']}, {r['machine']['logical_cpus']} CPUs; torch {torch.__version__}; "
+    gpu = f"; GPU {r['machine']['gpu']}: ours {r['dtype']}, transformers {r['hf_dtype']}" if "gpu" in r["machine"] else ""
+    lines = [f"Machine: {r['machine']['cpu_model']}, {r['machine']['logical_cpus']} CPUs{gpu}; torch {torch.__version__}; "
              f"{r['requests']} requests ({mix} tokens), beam {r['num_beams']}.",
              "", "| side | wall s | req/s | ours ÷ side |", "|---|---|---|---|"]
     rows.append(("**ours** (florence2-server, %d clients)" % r["clients"], r["ours"]["wall_s"], ours))
@@ -255,7 +280,7 @@ def markdown(r: dict[str, Any]) -> str:
                      r["c"]["requests_per_s"]))
     for name, wall, rps in rows:
         lines.append(f"| {name} | {wall:.1f} | {rps:.4f} | {ours / rps:.2f}x |")
-    if "c" in r:
+    if "c_null" in r:
         lines += ["", f"Null work (empty Caption → INVALID_ARGUMENT, ghz -c 128): ours {r['ours_null']['rpc_per_s']:.0f} RPC/s, "
                   f"(c) {r['c_null']['rpc_per_s']:.0f} RPC/s → {r['ours_null']['rpc_per_s'] / r['c_null']['rpc_per_s']:.1f}x; "
                   f"server CPU per call: ours {r['ours_null']['server_cpu_us_per_rpc']:.0f} µs, "
@@ -265,7 +290,9 @@ def markdown(r: dict[str, Any]) -> str:
         lines += ["", f"Token ids, (a) vs ours ({r.get('dtype', 'float32')}): {r['a']['token_matches']}/{r['requests']} "
                   f"requests identical, {100 * r['a']['token_agreement']:.1f}% of token positions agree."]
     if lim:
-        lines += ["", f"Limits: matmul {lim['matmul_gflops']:.0f} GFLOP/s; copy bandwidth "
+        gpu_peaks = (f" (GPU, {r['dtype']}; fp32 without TF32 {1000 * lim['matmul_tflops_fp32']:.0f})"
+                     if "matmul_tflops_fp32" in lim else "")
+        lines += ["", f"Limits: matmul {lim['matmul_gflops']:.0f} GFLOP/s{gpu_peaks}; copy bandwidth "
                   f"{lim['copy_bandwidth_gbs']:.1f} GB/s, read {lim['read_bandwidth_gbs']:.1f} GB/s; vision tower {lim['vision_gflop_per_image']:.0f} GFLOP/image in "
                   f"{lim['vision_ms_batch1']:.0f} ms = {lim['vision_gflops']:.0f} GFLOP/s = "
                   f"{100 * lim['vision_fraction_of_peak']:.0f}% of matmul peak "
@@ -289,7 +316,11 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=8, help="florence2-server --max_batch")
     ap.add_argument("--batch-sizes", default="3,6", help="baseline (b): batch sizes tried")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of the Python sides")
-    ap.add_argument("--null-seconds", type=float, default=5.0)
+    ap.add_argument("--null-seconds", type=float, default=5.0, help="0 leaves the null-work phases out")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu, or cuda: ours serves with --device cuda, transformers runs on the same GPU")
+    ap.add_argument("--hf-dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                    help="transformers' dtype (default: float32 on cpu, float16 on cuda: what users run there)")
     ap.add_argument("--skip", default="", help="comma list of phases to leave out: limits,a,b,c")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "baselines.json")
     args = ap.parse_args()
@@ -314,14 +345,18 @@ def main() -> int:
     problems: list[str] = []
     torch.set_num_threads(args.threads)
     dtype = json.loads((args.model / "config.json").read_text())["dtype"]
-    result["dtype"] = dtype
-    # fp32: transformers and ours must agree token for token. A reduced-precision export (opt-in) is compared
-    # against transformers in fp32 on the same (rounded) weights, and its agreement is the parity figure.
-    exact = dtype == "float32"
+    hf_dtype = args.hf_dtype or ("float16" if args.device.startswith("cuda") else "float32")
+    result.update(dtype=dtype, device=args.device, hf_dtype=hf_dtype)
+    if args.device.startswith("cuda"):
+        result["machine"]["gpu"] = torch.cuda.get_device_name(args.device)
+    # fp32: transformers and ours must agree token for token. A reduced-precision side (an opt-in export, or
+    # transformers in fp16 on a GPU) is compared on the same (rounded) weights, and its agreement is the
+    # parity figure.
+    exact = dtype == "float32" and hf_dtype == "float32"
 
     if "limits" not in skip:
         print("== machine limits", flush=True)
-        result["limits"] = machine_limits(args.model, args.threads)
+        result["limits"] = machine_limits(args.model, args.threads, args.device)
 
     def server_phase(name: str, server: Any) -> list[st.Outcome]:
         """The request set from the clients, then null work, against a started server; stops it."""
@@ -329,21 +364,22 @@ def main() -> int:
             wall, outcomes = grpc_phase(stubs, server.address, requests, args.num_beams, args.clients)
             problems.extend(st.check_outcomes(name, requests, outcomes))
             result[name] = st.phase_summary(wall, outcomes)
-            result[f"{name}_null"] = null_work_ghz(server.address, server.proc.pid, args.null_seconds,
-                                                   args.out.parent / f"null_{name}.json")
+            if args.null_seconds > 0:
+                result[f"{name}_null"] = null_work_ghz(server.address, server.proc.pid, args.null_seconds,
+                                                       args.out.parent / f"null_{name}.json")
         finally:
             server.stop()
         return outcomes
 
     print("== ours", flush=True)
     server = st.Server(args.server_bin, args.model, args.max_batch, args.out.parent,
-                       args.out.parent / "baselines_server.log")
+                       args.out.parent / "baselines_server.log", extra_flags=["--device", args.device])
     server.start()
     ours = server_phase("ours", server)
     ours_tokens = {o.index: o.token_ids for o in ours}
 
     if not {"a", "b"} <= skip:
-        hf = Hf(args.model)
+        hf = Hf(args.model, args.device, getattr(torch, hf_dtype))
         if "a" not in skip:
             print("== (a) transformers one at a time", flush=True)
             wall, tokens = run_one_at_a_time(hf, requests, args.num_beams)
@@ -369,7 +405,7 @@ def main() -> int:
 
     if "c" not in skip:
         print("== (c) grpcio server wrapping transformers", flush=True)
-        server_phase("c", HfGrpcServer(args.model, args.out.parent, args.threads))
+        server_phase("c", HfGrpcServer(args.model, args.out.parent, args.threads, args.device, hf_dtype))
 
     ours_rps = result["ours"]["requests_per_s"]
     result["ratios"] = {k: ours_rps / result[k]["requests_per_s"] for k in ("a", "b", "c") if k in result}

@@ -45,6 +45,9 @@ def main() -> int:
     ap.add_argument("--image", type=Path, default=None, help="default: scikit-image's astronaut as JPEG")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="both sides' torch device: cpu, cuda")
+    ap.add_argument("--hf-dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                    help="transformers' dtype (ours runs in the export's dtype)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "generate.json")
     args = ap.parse_args()
     image = args.image
@@ -60,11 +63,12 @@ def main() -> int:
         hf_out, hf_rss = run_measured([sys.executable, str(REPO / "bench" / "hf_generate_worker.py"),
                                   "--model", str(args.model), "--image", str(image), "--prompt", prompt,
                                   "--num-beams", str(beams), "--new-tokens", str(n), "--repeats", str(args.repeats),
-                                  "--threads", str(args.threads)])
+                                  "--threads", str(args.threads),
+                                  "--device", args.device, "--dtype", args.hf_dtype])
         hf = json.loads(hf_out.strip().splitlines()[-1])
         cpp_out, cpp_rss = run_measured([str(args.runner), "--model", str(args.model), "--task", task,
                                    "--num-beams", str(beams), "--max-new-tokens", str(n), "--min-new-tokens", str(n),
-                                   "--threads", str(args.threads)] + [str(image)] * (args.repeats + 1))
+                                   "--threads", str(args.threads), "--device", args.device] + [str(image)] * (args.repeats + 1))
         runs = [json.loads(line) for line in cpp_out.strip().splitlines()]
         cpp_lat = [r["timings_ms"]["total"] for r in runs[1:]]
         row = {
@@ -79,8 +83,12 @@ def main() -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    gf = subprocess.run([sys.executable, str(REPO / "bench" / "matmul_gflops.py")], capture_output=True, text=True)
-    args.out.write_text(json.dumps({"scenarios": rows, "matmul": json.loads(gf.stdout)}, indent=1))
+    result = {"scenarios": rows, "device": args.device, "hf_dtype": args.hf_dtype}
+    if args.device == "cpu":
+        gf = subprocess.run([sys.executable, str(REPO / "bench" / "matmul_gflops.py")], capture_output=True,
+                            text=True)
+        result["matmul"] = json.loads(gf.stdout)
+    args.out.write_text(json.dumps(result, indent=1))
     return 0
 
 

@@ -23,11 +23,27 @@ from tools.florence2 import export as exp  # noqa: E402
 from tools.florence2.config import Florence2Arch  # noqa: E402
 
 
-def load(model_dir: Path) -> tuple[Any, Any]:
+def load(model_dir: Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """The model on `device` in `dtype` (the weights are loaded in fp32, then cast: fp16 on a GPU is what a
+    Florence-2 user runs there) and the processor."""
     cfg = json.loads((model_dir / "config.json").read_text())
     arch = Florence2Arch.from_json(cfg["architecture"])
-    state = {k: v.float() for k, v in torch.jit.load(str(model_dir / exp.MODEL_FILE)).state_dict().items()}
-    return hf_model_from_state(arch, dequantized(state)), hf_processor(model_dir)
+    state = {k: v.float() for k, v in
+             torch.jit.load(str(model_dir / exp.MODEL_FILE), map_location="cpu").state_dict().items()}
+    model = hf_model_from_state(arch, dequantized(state))
+    if device != "cpu" or dtype != torch.float32:
+        model = model.to(device=device, dtype=dtype)
+    return model, hf_processor(model_dir)
+
+
+def to_model(inputs: Any, model: Any) -> dict[str, torch.Tensor]:
+    """Processor outputs onto the model's device; pixel values in its dtype (as a user does for fp16)."""
+    out = {}
+    for k, v in dict(inputs).items():
+        if torch.is_floating_point(v):
+            v = v.to(device=model.device, dtype=model.dtype)
+        out[k] = v.to(model.device)
+    return out
 
 
 def dequantized(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -47,6 +63,6 @@ def dequantized(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def generate(model: Any, inputs: dict[str, torch.Tensor], beams: int, max_new: int, min_new: int) -> torch.Tensor:
     """generate() as Florence-2's reference decoding (no_repeat_ngram 3, forced BOS/EOS, early stopping)."""
     with torch.inference_mode():
-        return model.generate(**inputs, do_sample=False, num_beams=beams, no_repeat_ngram_size=3,
+        return model.generate(**to_model(inputs, model), do_sample=False, num_beams=beams, no_repeat_ngram_size=3,
                               max_new_tokens=max_new, min_new_tokens=min_new, early_stopping=True,
                               decoder_start_token_id=2, forced_bos_token_id=0, forced_eos_token_id=2)

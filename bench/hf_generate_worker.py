@@ -16,9 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "tools"))
 
-from conftest import hf_model_from_state, hf_processor  # noqa: E402
-from tools.florence2 import export as exp  # noqa: E402
-from tools.florence2.config import Florence2Arch  # noqa: E402
+import hf_florence  # noqa: E402
 
 
 def main() -> int:
@@ -30,28 +28,22 @@ def main() -> int:
     ap.add_argument("--new-tokens", type=int, required=True)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="torch device of the model: cpu, cuda")
+    ap.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = json.loads((args.model / "config.json").read_text())
-    arch = Florence2Arch.from_json(cfg["architecture"])
-    state = torch.jit.load(str(args.model / exp.MODEL_FILE)).state_dict()
-    hf = hf_model_from_state(arch, state)
-    del state
-    processor = hf_processor(args.model)
+    hf, processor = hf_florence.load(args.model, args.device, getattr(torch, args.dtype))
     image = Image.open(args.image).convert("RGB")
     latencies, tokens = [], None
     for i in range(args.repeats + 1):  # first run warms up
         t0 = time.perf_counter()
         inputs = processor(text=args.prompt, images=image, return_tensors="pt")
-        with torch.inference_mode():
-            out = hf.generate(**inputs, do_sample=False, num_beams=args.num_beams, no_repeat_ngram_size=3,
-                              max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, early_stopping=True,
-                              decoder_start_token_id=2, forced_bos_token_id=0, forced_eos_token_id=2)
+        out = hf_florence.generate(hf, inputs, args.num_beams, args.new_tokens, args.new_tokens)
+        tokens = out[0].tolist()  # on a GPU, waits for the result
         dt = (time.perf_counter() - t0) * 1000
         if i:
             latencies.append(dt)
-        tokens = out[0].tolist()
     print(json.dumps({"latency_ms": latencies, "tokens": tokens}))
     return 0
 

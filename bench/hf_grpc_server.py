@@ -41,8 +41,8 @@ OCR_PATTERN = r"(.+?)<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)><loc
 class HfFlorence:
     """transformers' Florence-2 and processor, one generate() at a time."""
 
-    def __init__(self, model_dir: Path) -> None:
-        self.model, self.processor = hf_florence.load(model_dir)
+    def __init__(self, model_dir: Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        self.model, self.processor = hf_florence.load(model_dir, device, dtype)
         # The checkpoint's processor_config.json carries the post-processor's task table; the processor built
         # from our model directory has none, so give it the entries the served tasks parse with.
         from transformers.models.florence2.processing_florence2 import Florence2PostProcessor
@@ -128,11 +128,13 @@ def main() -> int:
     ap.add_argument("--port-file", type=Path, required=True)
     ap.add_argument("--workers", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+    ap.add_argument("--device", default="cpu", help="torch device of the model: cpu, cuda")
+    ap.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     stubs = florence_client.load_stubs()
-    hf = HfFlorence(args.model)
+    hf = HfFlorence(args.model, args.device, getattr(torch, args.dtype))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.workers),
                          options=[("grpc.max_receive_message_length", 64 << 20)])
     servicer = Servicer(stubs, hf)
