@@ -14,6 +14,7 @@
 #include <c10/core/InferenceMode.h>
 #include <c10/util/Exception.h>
 #include <openssl/sha.h>
+#include <torch/cuda.h>
 
 #include <algorithm>
 #include <atomic>
@@ -734,6 +735,9 @@ class SchedulerImpl final : public Scheduler {
       FLORENCE_ASSIGN_OR_RETURN(at::Tensor encoded,
                                 model_->Encode(feats, ids.to(device), mask_dev));
       FLORENCE_ASSIGN_OR_RETURN(KvPair cross, model_->CrossKv(encoded));
+      // CUDA runs asynchronously: wait, or encode_ms would count only the
+      // launches and the first decode step would pay for the encoder.
+      if (device.is_cuda()) torch::cuda::synchronize(device.index());
       const absl::Time done = absl::Now();
       row = 0;
       for (size_t j = 0; j < live.size(); ++j) {

@@ -11,6 +11,7 @@
 //
 //   florence2-probe --model DIR [--device cpu|cuda:0] [--threads N] [--steps N]
 #include <c10/core/InferenceMode.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -66,6 +67,8 @@ absl::Status Run(const Flags& flags) {
   FLORENCE_ASSIGN_OR_RETURN(at::Tensor encoded,
                             model->Encode(features, ids, mask));
   FLORENCE_ASSIGN_OR_RETURN(KvPair cross, model->CrossKv(encoded));
+  // CUDA runs asynchronously: wait, or the first decode step pays the prefill.
+  if (model->device().is_cuda()) torch::cuda::synchronize(model->device().index());
   const double prefill_ms = MsSince(t0);
 
   FLORENCE_ASSIGN_OR_RETURN(KvPair cache,

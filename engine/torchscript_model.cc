@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/util/Exception.h>
+#include <torch/csrc/jit/codegen/fuser/interface.h>
 #include <torch/csrc/jit/serialization/import.h>
 #include <torch/cuda.h>
 
@@ -75,6 +76,13 @@ absl::StatusOr<std::unique_ptr<TorchScriptModel>> TorchScriptModel::Create(
   } else if (!device->is_cpu()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "device ", options.device, ": only cpu and cuda are supported"));
+  }
+  if (device->is_cuda()) {
+    // TorchScript fuses elementwise ops on the GPU (not on the CPU) with
+    // kernels NVRTC compiles at run time, once per new input shape. Every
+    // decode step has new shapes (rows, positions), so that means compiles
+    // while serving and a code path the CPU never runs: use eager kernels.
+    torch::jit::overrideCanFuseOnGPU(false);
   }
   if (options.num_threads > 0) at::set_num_threads(options.num_threads);
 

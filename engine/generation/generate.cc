@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
+#include <torch/cuda.h>
 
 #include <chrono>
 #include <memory>
@@ -50,6 +51,9 @@ absl::StatusOr<SearchResult> GenerateOne(ModelBackend& model,
   // Every beam row reads the request's one cross K/V row.
   const at::Tensor cross_rows =
       at::zeros({rows}, at::TensorOptions().dtype(at::kLong).device(device));
+  // CUDA kernels run asynchronously: wait for the prefill, or its time would
+  // be counted in the first decode step.
+  if (timings && device.is_cuda()) torch::cuda::synchronize(device.index());
   if (timings) timings->encode_ms = MsSince(t0);
 
   const auto t1 = std::chrono::steady_clock::now();
