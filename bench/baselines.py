@@ -386,9 +386,14 @@ def main() -> int:
             matches = sum(strip_pad(t) == ours_tokens.get(r.index) for r, t in zip(requests, tokens))
             agree = [token_agreement(strip_pad(t), ours_tokens.get(r.index, [])) for r, t in zip(requests, tokens)]
             for r, t in zip(requests, tokens):
-                if strip_pad(t) != ours_tokens.get(r.index) and exact:
+                t, mine = strip_pad(t), ours_tokens.get(r.index, [])
+                if len(t) - 1 != r.new_tokens:  # the decoder start token, then the generated ones
+                    problems.append(f"(a) request {r.index} ({r.task}): transformers generated {len(t) - 1} tokens, "
+                                    f"asked for exactly {r.new_tokens}")
+                if t != mine and exact:
+                    first = next((k for k, (x, y) in enumerate(zip(t, mine)) if x != y), min(len(t), len(mine)))
                     problems.append(f"(a) request {r.index} ({r.task}, {r.image_name}): transformers' tokens "
-                                    f"differ from ours")
+                                    f"differ from ours from position {first} of {len(t)}")
             result["a"] = {"wall_s": wall, "requests_per_s": len(requests) / wall, "token_matches": matches,
                            "token_agreement": statistics.mean(agree)}
         if "b" not in skip:

@@ -83,6 +83,14 @@ absl::StatusOr<std::unique_ptr<TorchScriptModel>> TorchScriptModel::Create(
     // decode step has new shapes (rows, positions), so that means compiles
     // while serving and a code path the CPU never runs: use eager kernels.
     torch::jit::overrideCanFuseOnGPU(false);
+    // Likewise attention: on Hopper, bf16/fp16 SDPA prefers cuDNN's kernel,
+    // whose execution plans are built per new shape, and the key length grows
+    // every decode step. On an H200 the bf16 server ran 5x slower end to end
+    // than fp32 (transformers in bf16 2.3x slower than in fp32) although one
+    // fixed-shape bf16 step was as fast (docs/PERFORMANCE.md, GPU rows): that
+    // is our explanation, and this switch's effect has not been measured yet.
+    // Flash / memory-efficient attention build nothing at run time.
+    at::globalContext().setSDPUseCuDNN(false);
   }
   if (options.num_threads > 0) at::set_num_threads(options.num_threads);
 

@@ -11,14 +11,18 @@
 # LibTorch), no registry and no gRPC: nothing is built or fetched there. Phases, each under its own timeout,
 # later ones skipped once BUDGET_S is spent:
 #   1. environment: GPU, driver, torch; the pinned wheels into /tmp/site; lib/torch -> that torch's libraries
-#   2. export: seeded random weights of the real config (PRESET, default base), float32 and float16
+#   2. export: seeded random weights of the real config (PRESET, default base), float32 and bfloat16 (float16
+#      overflows on random weights: the vision tower gives NaN, in transformers as in ours)
 #   3. engine on CUDA: florence2-probe, then florence2-run on one image on cuda and on cpu (token ids compared)
 #   4. generate_vs_transformers: florence2-run --device cuda vs transformers generate() on the same GPU, fp32 on
 #      both sides (token ids must agree), caption greedy 32 and OD beam 3 128
-#   5. baselines: florence2-server --device cuda (float16 export) under 16 clients vs transformers fp16
-#      one at a time (a) and batched (b), plus the GPU's limits (matmul peak, bandwidth, vision tower, step)
-#   6. baselines again, float32 on both sides (exact: ours must give transformers' token ids through the
-#      server's continuous batching on the GPU)
+#   5. baselines_bf16: florence2-server --device cuda (bfloat16 export) under 16 clients vs transformers in
+#      bfloat16 one at a time (a) and batched (b), plus the GPU's limits (matmul, bandwidth, vision, step)
+#   6. dtype_probe: the graph methods of the float32 and bfloat16 exports timed side by side, top CUDA kernels
+#   7. baselines_fp32: the same in float32 on both sides (token ids through the server's batching vs transformers)
+#   8. server_invariance: bench/server_throughput.py on CUDA, float32: the same requests one at a time and from
+#      16 clients through the server (token ids compared: does batching change an answer on the GPU?)
+# PHASES=environment,export,... runs only those (environment and export are what the others need).
 # Locally (no GPU), the same script checks itself: DEVICE=cpu PRESET=tiny PYTHON=.venv/bin/python bash bench/gpu/run.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,6 +43,7 @@ pack() { tar -czf "$OUT/results.tgz" -C "$WORK" results 2>/dev/null || true; }
 step() {
   local name=$1 limit=$2 rc=0
   shift 2
+  case ",${PHASES:-all}," in ,all, | *",$name,"*) ;; *) return ;; esac
   echo
   if [ "$(elapsed)" -ge "$BUDGET_S" ]; then echo "== $name: SKIPPED (budget of $BUDGET_S s spent)"; FAILED+=("$name:skipped"); return; fi
   echo "== $name (+$(elapsed) s)"
@@ -66,7 +71,7 @@ PY
 
 export_phase() {
   local pids=() dtype
-  for dtype in float32 float16; do
+  for dtype in float32 bfloat16; do
     "$PYTHON" tools/florence2_export.py --random "$PRESET" --seed 0 --dtype "$dtype" \
       --cache-dir "$KIT/dist/.cache" --out "$WORK/$PRESET-$dtype" >"$WORK/results/export-$dtype.log" 2>&1 &
     pids+=($!)
@@ -94,7 +99,7 @@ sys.exit(0 if a["token_ids"] == b["token_ids"] else 1)
 PY
 }
 
-export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 KIT WORK PYTHON DEVICE PRESET
+export PYTHONPATH=/tmp/site:$KIT/pylib${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 KIT WORK PYTHON DEVICE PRESET
 export -f env_phase export_phase engine_phase
 step environment 120 env_phase
 step export 180 export_phase
@@ -102,14 +107,19 @@ step engine 120 engine_phase
 step generate_vs_transformers 150 "$PYTHON" bench/generate_vs_transformers.py --model "$WORK/$PRESET-float32" \
   --runner "$KIT/dist/bin/florence2-run" --image "$KIT/images/astronaut.jpg" --device "$DEVICE" \
   --hf-dtype float32 --repeats 3 --threads 8 --out "$WORK/results/generate_${DEVICE}_fp32.json"
-step baselines_fp16 270 "$PYTHON" bench/baselines.py --model "$WORK/$PRESET-float16" \
-  --server-bin "$KIT/dist/bin/florence2-server" --images "$KIT/images" --device "$DEVICE" --hf-dtype float16 \
+step dtype_probe 90 "$PYTHON" bench/gpu/dtype_probe.py "$WORK/$PRESET-float32" "$WORK/$PRESET-bfloat16" \
+  --device "$DEVICE"
+step baselines_bf16 270 "$PYTHON" bench/baselines.py --model "$WORK/$PRESET-bfloat16" \
+  --server-bin "$KIT/dist/bin/florence2-server" --images "$KIT/images" --device "$DEVICE" --hf-dtype bfloat16 \
   --requests 18 --clients 16 --max-batch 16 --batch-sizes 3,6 --threads 8 --null-seconds 0 --skip c \
-  --out "$WORK/results/baselines_${DEVICE}_fp16.json"
+  --out "$WORK/results/baselines_${DEVICE}_bf16.json"
 step baselines_fp32 150 "$PYTHON" bench/baselines.py --model "$WORK/$PRESET-float32" \
   --server-bin "$KIT/dist/bin/florence2-server" --images "$KIT/images" --device "$DEVICE" --hf-dtype float32 \
-  --requests 9 --clients 16 --max-batch 16 --threads 8 --null-seconds 0 --skip limits,b,c \
+  --requests 18 --clients 16 --max-batch 16 --batch-sizes 3,6 --threads 8 --null-seconds 0 --skip c \
   --out "$WORK/results/baselines_${DEVICE}_fp32.json"
+step server_invariance 120 "$PYTHON" bench/server_throughput.py --model "$WORK/$PRESET-float32" \
+  --server-bin "$KIT/dist/bin/florence2-server" --images "$KIT/images" --requests 9 --clients 16 --max-batch 16 \
+  --null-seconds 1 --server-flag=--device="$DEVICE" --out "$WORK/results/server_throughput_${DEVICE}_fp32.json"
 echo
 echo "== done in $(elapsed) s; failed: ${FAILED[*]:-none}"
 pack
