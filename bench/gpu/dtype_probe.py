@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from baselines import median_ms  # noqa: E402
 
 
 def sync() -> None:
@@ -24,17 +26,8 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, repeats: int = 7) -> float:
-    for _ in range(2):
-        fn()
-    out = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        out.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(out)
+def timed(fn) -> float:
+    return median_ms(fn, 7, warmup=2, sync=sync)
 
 
 def main() -> int:
