@@ -163,16 +163,45 @@ def test_decode_step_batch_invariance(tiny_aoti, images):
 
 
 @torch.no_grad()
-def test_noncontiguous_cache_is_refused(tiny_aoti, images):
-    """The compiled code assumes contiguous inputs (and writes the cache through those strides); a view such as
-    the server's KV-pool slice must not reach it."""
+def test_decode_step_on_kv_pool_views(tiny_aoti, images):
+    """The server's KV-pool views (the first rows and positions of whole pool tensors: strided) go through the
+    pooled decode_step graph: the same logits and cache writes as TorchScript on the same views, and nothing
+    outside the view touched. Other layouts are refused, never computed (the compiled code reads contiguous
+    strides only)."""
     art, model = tiny_aoti
-    pool = model.empty_self_cache(8, 32)
-    view = pool[:, :3, :, :16]
-    with pytest.raises(ValueError, match="contiguous"):
-        model.decode_step(torch.tensor([1, 2, 3]), torch.zeros(3, dtype=torch.long), view, view.clone(),
-                          torch.zeros(2, 1, 4, 5, 16), torch.zeros(2, 1, 4, 5, 16),
-                          torch.ones(1, 5, dtype=torch.long), torch.zeros(3, dtype=torch.long))
+    gen = torch.Generator().manual_seed(3)
+    cross_k, cross_v, cross_mask, _, _ = _decode_inputs(art, images, gen)
+    arch = art.arch
+    pool_k = torch.randn(arch.decoder_layers, 8, arch.decoder_attention_heads, 32, arch.head_dim, generator=gen)
+    pool_v = torch.randn(pool_k.shape, generator=gen)
+    cpool_k = torch.zeros(arch.decoder_layers, 5, arch.decoder_attention_heads, cross_k.shape[3] + 7, arch.head_dim)
+    cpool_v = torch.zeros(cpool_k.shape)
+    cmask = torch.zeros(5, cpool_k.shape[3], dtype=torch.long)
+    cpool_k[:, :3, :, :cross_k.shape[3]] = cross_k
+    cpool_v[:, :3, :, :cross_k.shape[3]] = cross_v
+    cmask[:3, :cross_k.shape[3]] = cross_mask
+    g, c, n, s = 3, cross_k.shape[3], 4, 13
+    ids, pos, rows = torch.tensor([17, 2, 901, 40]), torch.tensor([0, 12, 4, 7]), torch.tensor([2, 0, 2, 1])
+    k_ts, v_ts, k_ao, v_ao = pool_k.clone(), pool_v.clone(), pool_k.clone(), pool_v.clone()
+    ref = art.scripted.decode_step(ids, pos, k_ts[:, :n, :, :s], v_ts[:, :n, :, :s], cpool_k[:, :g, :, :c],
+                                   cpool_v[:, :g, :, :c], cmask[:g, :c], rows)
+    view_k = k_ao[:, :n, :, :s]
+    assert not view_k.is_contiguous()
+    ours = model.decode_step(ids, pos, view_k, v_ao[:, :n, :, :s], cpool_k[:, :g, :, :c], cpool_v[:, :g, :, :c],
+                             cmask[:g, :c], rows)
+    assert (ours - ref).abs().max() <= TOL
+    assert (k_ao - k_ts).abs().max() <= TOL and (v_ao - v_ts).abs().max() <= TOL  # the whole pools
+    assert torch.equal(k_ao[:, n:], pool_k[:, n:]) and torch.equal(k_ao[:, :, :, s:], pool_k[:, :, :, s:])
+    assert (k_ao[:, :n] - pool_k[:, :n]).abs().max() > 0.1, "the step must have written the view's rows"
+
+    for bad in (k_ao[:, 1:n + 1, :, :s],                  # storage offset: not the pool's first rows
+                k_ao[:, :n, :, :s].transpose(2, 3).transpose(2, 3).contiguous().transpose(3, 4),  # other strides
+                k_ao[:, :n, :, :s:2]):                    # every other position
+        before = k_ao.clone()
+        with pytest.raises(ValueError, match="contiguous"):
+            model.decode_step(ids[:bad.shape[1]], pos[:bad.shape[1]], bad, bad, cpool_k[:, :g, :, :c],
+                              cpool_v[:, :g, :, :c], cmask[:g, :c], rows[:bad.shape[1]])
+        assert torch.equal(k_ao, before)
 
 
 @torch.no_grad()

@@ -6,8 +6,8 @@ C++ by ``torch::inductor::AOTIModelPackageLoader`` (or from Python by ``torch._i
   <out>/image_features.pt2  (pixel_values)                                     -> features
   <out>/encode.pt2          (image_features, input_ids, attention_mask)        -> encoder_hidden
   <out>/cross_kv.pt2        (encoder_hidden)                                   -> (K, V)
-  <out>/decode_step.pt2     (input_ids, positions, self_k, self_v, cross_k, cross_v, cross_mask, cross_rows)
-                                                                               -> logits (self_k/self_v in place)
+  <out>/decode_step.pt2     (input_ids, positions, self_k, self_v, cross_k, cross_v, cross_mask, cross_rows,
+                             self_len)                                         -> logits (self_k/self_v in place)
 
 Inputs are positional, in exactly that order, with the dtypes and shapes of ``model.py``'s methods; outputs are
 a tensor (a tuple of two for cross_kv). Each package carries string metadata (``florence.*`` keys, see
@@ -16,10 +16,14 @@ their bounds, and the decoder shape ``empty_self_cache`` needs (no graph: the ca
 come from the plain float32 module: ``pack_for_cpu`` is TorchScript's oneDNN path; inductor does its own CPU
 codegen (linear layers become aten addmm calls, attention the CPU flash-attention kernel).
 
-Input layout: the compiled code assumes every input contiguous. A strided view (the server's KV-pool slices)
-gives wrong results and, for the caches, writes to the wrong places, with no error: ``AOTI_RUNTIME_CHECK_INPUTS=1``
-makes a package check dtypes, static sizes and dynamic-size bounds, but not the strides of dynamic-shaped inputs.
-``decode_step`` writes the caller's ``self_k``/``self_v`` in place, as the TorchScript method does.
+Input layout: the compiled code assumes every input contiguous. A strided view gives wrong results and, for the
+caches, writes to the wrong places, with no error: ``AOTI_RUNTIME_CHECK_INPUTS=1`` makes a package check dtypes,
+static sizes and dynamic-size bounds, but not the strides of dynamic-shaped inputs. Hence ``decode_step`` is the
+graph of ``Florence2ForServing.decode_step_pooled`` (``DECODE_LAYOUT``): it takes whole KV-pool tensors and narrows
+to the rows and positions in use inside the graph, so the server's pool views never reach it as views: the
+caller passes the (contiguous) tensor a view was taken from (``pool_base``; C++: engine/aoti_model.cc), the used
+cross rows and encoder positions as a small contiguous ``cross_mask`` [G, c], and the decoder positions in use as
+the size of ``self_len`` [s]. It writes the caller's ``self_k``/``self_v`` in place, as the TorchScript method does.
 
 Build host: g++ compiles the generated code with ``-march=native`` and the OpenMP thread count of the generated
 loops fixed (``compile_all(threads=)``): compile on the CPU family that serves, for its thread count.
@@ -44,6 +48,7 @@ AOTI_SUBDIR = "aoti"
 PACKAGE_SUFFIX = ".pt2"
 FORMAT = "florence-serve/aoti"
 INTERFACE_VERSION = 2  # the same method interface as export.INTERFACE_VERSION's TorchScript artefact
+DECODE_LAYOUT = "pool-1"  # decode_step takes whole pool tensors + self_len (decode_step_pooled); metadata key
 
 
 # ----------------------------------------------------------------------------- one nn.Module per method
@@ -83,8 +88,9 @@ class DecodeStep(nn.Module):
         self.model = model
 
     def forward(self, input_ids: Tensor, positions: Tensor, self_k: Tensor, self_v: Tensor, cross_k: Tensor,
-                cross_v: Tensor, cross_mask: Tensor, cross_rows: Tensor) -> Tensor:
-        return self.model.decode_step(input_ids, positions, self_k, self_v, cross_k, cross_v, cross_mask, cross_rows)
+                cross_v: Tensor, cross_mask: Tensor, cross_rows: Tensor, self_len: Tensor) -> Tensor:
+        return self.model.decode_step_pooled(input_ids, positions, self_k, self_v, cross_k, cross_v, cross_mask,
+                                             cross_rows, self_len)
 
 
 WRAPPERS = {"image_features": ImageFeatures, "encode": Encode, "cross_kv": CrossKv, "decode_step": DecodeStep}
@@ -112,6 +118,11 @@ def _dims(arch: Florence2Arch, limits: Limits) -> dict[str, Dim]:
         "rows": Dim("rows", min=1, max=limits.rows),
         "cross_rows": Dim("cross_rows", min=1, max=limits.cross_rows),
         "self_len": Dim("self_len", min=1, max=arch.max_position_embeddings),
+        # decode_step's whole pool tensors, narrowed inside the graph to rows / cross_rows / self_len / enc
+        "pool_rows": Dim("pool_rows", min=1, max=limits.rows),
+        "pool_cross_rows": Dim("pool_cross_rows", min=1, max=limits.cross_rows),
+        "pool_self_len": Dim("pool_self_len", min=1, max=arch.max_position_embeddings),
+        "pool_enc": Dim("pool_enc", min=1, max=arch.max_position_embeddings),
     }
 
 
@@ -124,6 +135,7 @@ def example_inputs(arch: Florence2Arch, limits: Limits = Limits()) -> dict[str, 
     size = arch.image_size
     b, t = 2, 7
     rows, groups, enc, self_len = 3, 2, n_img + 5, 11
+    pool_rows, pool_groups, pool_enc, pool_len = 7, 5, n_img + 9, 14  # the KV pool the decode_step views narrow
     long = dict(dtype=torch.long)
     return {
         "image_features": ((torch.randn(b, 3, size, size),), ({0: dims["batch"]},)),
@@ -133,13 +145,14 @@ def example_inputs(arch: Florence2Arch, limits: Limits = Limits()) -> dict[str, 
         "cross_kv": ((torch.randn(b, enc, d),), ({0: dims["batch"], 1: dims["enc"]},)),
         "decode_step": (
             (torch.randint(4, 100, (rows,)), torch.tensor([0, 4, 2]),
-             torch.zeros(layers, rows, heads, self_len, hd), torch.zeros(layers, rows, heads, self_len, hd),
-             torch.randn(layers, groups, heads, enc, hd), torch.randn(layers, groups, heads, enc, hd),
-             torch.ones(groups, enc, **long), torch.tensor([0, 1, 0])),
+             torch.zeros(layers, pool_rows, heads, pool_len, hd), torch.zeros(layers, pool_rows, heads, pool_len, hd),
+             torch.randn(layers, pool_groups, heads, pool_enc, hd),
+             torch.randn(layers, pool_groups, heads, pool_enc, hd),
+             torch.ones(groups, enc, **long), torch.tensor([0, 1, 0]), torch.empty(self_len, dtype=torch.uint8)),
             ({0: dims["rows"]}, {0: dims["rows"]},
-             {1: dims["rows"], 3: dims["self_len"]}, {1: dims["rows"], 3: dims["self_len"]},
-             {1: dims["cross_rows"], 3: dims["enc"]}, {1: dims["cross_rows"], 3: dims["enc"]},
-             {0: dims["cross_rows"], 1: dims["enc"]}, {0: dims["rows"]})),
+             {1: dims["pool_rows"], 3: dims["pool_self_len"]}, {1: dims["pool_rows"], 3: dims["pool_self_len"]},
+             {1: dims["pool_cross_rows"], 3: dims["pool_enc"]}, {1: dims["pool_cross_rows"], 3: dims["pool_enc"]},
+             {0: dims["cross_rows"], 1: dims["enc"]}, {0: dims["rows"]}, {0: dims["self_len"]})),
     }
 
 
@@ -151,9 +164,11 @@ def metadata(method: str, arch: Florence2Arch, limits: Limits = Limits(), thread
                   f"input_ids:int64[batch,prompt],attention_mask:int64[batch,{arch.num_image_tokens()}+prompt]",
         "cross_kv": f"encoder_hidden:float32[batch,enc,{arch.d_model}]",
         "decode_step": "input_ids:int64[rows],positions:int64[rows],"
-                       "self_k:float32[L,rows,H,self_len,hd]!,self_v:float32[L,rows,H,self_len,hd]!,"
-                       "cross_k:float32[L,cross_rows,H,enc,hd],cross_v:float32[L,cross_rows,H,enc,hd],"
-                       "cross_mask:int64[cross_rows,enc],cross_rows:int64[rows]",
+                       "self_k:float32[L,pool_rows,H,pool_self_len,hd]!,"
+                       "self_v:float32[L,pool_rows,H,pool_self_len,hd]!,"
+                       "cross_k:float32[L,pool_cross_rows,H,pool_enc,hd],"
+                       "cross_v:float32[L,pool_cross_rows,H,pool_enc,hd],"
+                       "cross_mask:int64[cross_rows,enc],cross_rows:int64[rows],self_len:uint8[self_len]",
     }
     dims = _dims(arch, limits)
     return {
@@ -161,6 +176,7 @@ def metadata(method: str, arch: Florence2Arch, limits: Limits = Limits(), thread
         "florence.interface_version": str(INTERFACE_VERSION),
         "florence.method": method,
         "florence.inputs": inputs[method],  # '!': written in place
+        "florence.decode_layout": DECODE_LAYOUT,
         "florence.dims": json.dumps({k: [v.min, v.max] for k, v in dims.items()}),
         "florence.dtype": "float32",
         "florence.decoder_layers": str(arch.decoder_layers),
@@ -247,6 +263,38 @@ def compile_all(model: Florence2ForServing, arch: Florence2Arch, out_dir: Path, 
 # ----------------------------------------------------------------------------- running the packages
 
 
+def pool_base(t: Tensor, name: str = "tensor") -> Tensor:
+    """The contiguous [L, R, H, S, hd] tensor whose view ``t[:, :n, :, :s]`` (storage offset 0) is ``t``, as a
+    tensor on the same storage (``t`` itself when contiguous). ValueError for any other layout: the compiled
+    code would read it wrongly. engine/aoti_model.cc's PoolBase is the same rule."""
+    if t.dim() != 5:
+        raise ValueError(f"decode_step: {name} must be 5-d, got {list(t.shape)}")
+    if t.is_contiguous():
+        return t
+    layers, n, heads, s, hd = t.shape
+    st = t.stride()
+    ok = t.storage_offset() == 0 and st[4] == 1 and st[3] == hd and st[2] % hd == 0 and st[2] // hd >= s
+    ok = ok and st[1] == heads * st[2]
+    pool_rows = st[0] // st[1] if ok and layers > 1 else n
+    ok = ok and (layers == 1 or (st[0] % st[1] == 0 and pool_rows >= n))
+    if not ok:
+        raise ValueError(f"decode_step: {name} (sizes {list(t.shape)}, strides {list(st)}, offset "
+                         f"{t.storage_offset()}) is neither contiguous nor the first rows and positions of a "
+                         "contiguous [L, R, H, S, hd] tensor")
+    shape = [layers, pool_rows, heads, st[2] // hd, hd]
+    base = t.as_strided(shape, torch.empty(shape, device="meta").stride(), 0)
+    if base.untyped_storage().nbytes() < base.numel() * base.element_size():
+        raise ValueError(f"decode_step: {name}'s storage is smaller than the tensor its strides imply")
+    return base
+
+
+def _readable(t: Tensor, name: str) -> Tensor:
+    try:
+        return pool_base(t, name)
+    except ValueError:
+        return t.contiguous()
+
+
 class AotiModel:
     """The packages behind the scripted artefact's method names, so ``generate.prefill`` / ``generate.generate``
     (and anything else written against the TorchScript module) run on them unchanged."""
@@ -279,11 +327,14 @@ class AotiModel:
 
     def decode_step(self, input_ids: Tensor, positions: Tensor, self_k: Tensor, self_v: Tensor, cross_k: Tensor,
                     cross_v: Tensor, cross_mask: Tensor, cross_rows: Tensor) -> Tensor:
-        if not (self_k.is_contiguous() and self_v.is_contiguous()):
-            raise ValueError("decode_step writes self_k/self_v in place: they must be contiguous")
-        return self.runners["decode_step"](input_ids.contiguous(), positions.contiguous(), self_k, self_v,
-                                           cross_k.contiguous(), cross_v.contiguous(), cross_mask.contiguous(),
-                                           cross_rows.contiguous())
+        """TorchScript's decode_step: the caches (written in place) must be contiguous tensors or views of the
+        first rows and positions of contiguous ones (a KV pool's), else ValueError; cross K/V in any other
+        layout are copied (the C++ backend refuses them instead)."""
+        k, v = pool_base(self_k, "self_k"), pool_base(self_v, "self_v")
+        ck, cv = _readable(cross_k, "cross_k"), _readable(cross_v, "cross_v")
+        return self.runners["decode_step"](input_ids.contiguous(), positions.contiguous(), k, v, ck, cv,
+                                           cross_mask.contiguous(), cross_rows.contiguous(),
+                                           torch.empty(self_k.shape[3], dtype=torch.uint8))
 
     def empty_self_cache(self, batch: int, max_len: int) -> Tensor:
         return torch.zeros([self.decoder_layers, batch, self.decoder_heads, max_len, self.head_dim])

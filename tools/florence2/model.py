@@ -461,7 +461,10 @@ class DecoderLayer(nn.Module):
             layers = torch.full_like(rows, layer)
             self_k[layers, rows, :, positions] = k.reshape(b, self.heads, self.head_dim)
             self_v[layers, rows, :, positions] = v.reshape(b, self.heads, self.head_dim)
-            k_cache, v_cache = self_k[layer], self_v[layer]
+            # The first b rows and self_mask's positions: all of them for decode_step, the occupied prefix of a
+            # KV pool for decode_step_pooled (a view of the graph input, read in place).
+            s = self_mask.shape[-1]
+            k_cache, v_cache = self_k[layer, :b, :, :s], self_v[layer, :b, :, :s]
         o = attn.attend_heads(attn.split(q), k_cache, v_cache, self_mask)
         o = _packed_linear(o, self.packed[2], attn.out_proj.bias) if packed else attn.out_proj(o)
         h = self.self_attn_layer_norm(h + o)
@@ -630,6 +633,44 @@ class Florence2ForServing(nn.Module):
             logits = _packed_linear(h, self.lm_head_packed[0], self.final_logits_bias.view(-1)).squeeze(1)
         else:
             logits = self.lm_head(h.squeeze(1)) + self.final_logits_bias
+        return logits.float()
+
+    def decode_step_pooled(self, input_ids: Tensor, positions: Tensor, self_k: Tensor, self_v: Tensor,
+                           cross_k: Tensor, cross_v: Tensor, cross_mask: Tensor, cross_rows: Tensor,
+                           self_len: Tensor) -> Tensor:
+        """``decode_step`` over the occupied prefix of whole KV-pool tensors (torch.export only; not scripted).
+
+        The AOTInductor packages assume contiguous inputs, and a KV pool's occupied rows and positions are a
+        strided view of its tensors. So this graph takes the pool tensors themselves and narrows inside:
+        self_k/self_v [L, R, H, S, hd] (R >= B, S >= s; rows [0, B) written in place), cross_k/cross_v
+        [L, Rc, H, C, hd] and cross_mask [G, c] (G <= Rc, c <= C: the used cross rows and encoder positions, a
+        small contiguous tensor), self_len [s] (only its size is read: the decoder positions in use). Same
+        results as ``decode_step`` on the views ``self_k[:, :B, :, :s]``, ``cross_k[:, :G, :, :c]``.
+        """
+        lm = self.model.language_model
+        b = input_ids.shape[0]
+        g, c = cross_mask.shape[0], cross_mask.shape[1]
+        s = self_len.shape[0]
+        torch._check(b <= self_k.shape[1])
+        torch._check(s <= self_k.shape[3])
+        torch._check(g <= cross_k.shape[1])
+        torch._check(c <= cross_k.shape[3])
+        h = lm.shared(input_ids) + lm.decoder.embed_positions(positions + 2)
+        h = lm.decoder.layernorm_embedding(h).unsqueeze(1)  # [B, 1, d]
+        self_mask = (torch.arange(s, device=h.device).unsqueeze(0) <= positions.unsqueeze(1)).view(b, 1, 1, s)
+        same = (cross_rows.unsqueeze(0) == cross_rows.unsqueeze(1)).to(torch.int64)
+        slots = torch.tril(same, diagonal=-1).sum(dim=1)
+        last_slot = slots.max().item()
+        torch._check_is_size(last_slot)
+        q_len = last_slot + 1
+        enc_mask = (cross_mask != 0).view(g, 1, 1, c).expand(g, 1, q_len, c)
+        rows = torch.arange(b, device=h.device)
+        i = 0
+        for layer in lm.decoder.layers:
+            h = layer.step(h, rows, positions, self_k, self_v, i, self_mask, cross_k[i, :g, :, :c],
+                           cross_v[i, :g, :, :c], enc_mask, cross_rows, slots, q_len, False)
+            i += 1
+        logits = self.lm_head(h.squeeze(1)) + self.final_logits_bias
         return logits.float()
 
     @torch.jit.export
