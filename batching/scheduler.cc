@@ -40,7 +40,7 @@
 #include "engine/pipeline/search_params_for.h"
 #include "engine/status_macros.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "engine/torchscript_model.h"
+#include "engine/backend.h"
 
 namespace florence::batching {
 namespace {
@@ -1066,15 +1066,12 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::CreateWithModel(
     setup = [&]() -> absl::Status {
       if (model == nullptr) {
         FLORENCE_ASSIGN_OR_RETURN(
-            std::unique_ptr<engine::TorchScriptModel> loaded,
-            engine::TorchScriptModel::Create(
-                dir, {options.device, options.num_threads, options.cpu_prepack}));
-        if (loaded->prepacked()) {
-          log::Info(dir.dtype == "int8"
-                        ? "float32 vision tower prepacked for oneDNN (decoder and lm_head are int8; --cpu_prepack)"
-                        : "linear weights prepacked for oneDNN (vision tower, decoder, lm_head; --cpu_prepack)");
-        }
-        model = std::move(loaded);
+            engine::LoadedBackend loaded,
+            engine::CreateBackend(dir, {options.backend, options.device, options.num_threads,
+                                        options.cpu_prepack}));
+        log::Info(absl::StrCat("model backend: ", loaded.name,
+                               loaded.note.empty() ? "" : absl::StrCat(" (", loaded.note, ")")));
+        model = std::move(loaded.model);
       }
       FLORENCE_ASSIGN_OR_RETURN(
           kv, KvPool::Create(*model, shape, options.kv_cache_bytes, options.max_rows));

@@ -123,6 +123,7 @@ class Scheduler {
     std::string device = "cpu";  // torch device string
     int num_threads = 0;         // Torch intra-op threads, 0 = default
     bool cpu_prepack = true;     // see engine::TorchScriptModel::Options
+    std::string backend = "auto";  // auto | torchscript | aoti (engine/backend.h)
     int worker_threads = 2;      // prepare / finish pool
     PolicyConfig policy;
     int max_queue = 256;         // requests admitted but not yet encoding

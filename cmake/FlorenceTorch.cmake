@@ -60,4 +60,12 @@ target_link_libraries(florence_torch INTERFACE torch)
 if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang" AND NOT APPLE)
   target_link_options(florence_torch INTERFACE
     "LINKER:--push-state,--no-as-needed" "-lstdc++" "LINKER:--pop-state")
+  # AOTInductor packages (engine/aoti_model.cc) are shared libraries that list libtorch.so in DT_NEEDED and
+  # carry no RUNPATH: dlopen finds it only if the process has already loaded it. --as-needed drops it from our
+  # binaries (they call nothing in it), so keep it, after libstdc++ (see above).
+  if(EXISTS "${TORCH_INSTALL_PREFIX}/lib/libtorch.so")
+    target_link_options(florence_torch INTERFACE
+      "LINKER:--push-state,--no-as-needed,${TORCH_INSTALL_PREFIX}/lib/libtorch.so,--pop-state")  # one item:
+    # CMake de-duplicates repeated link options, which would drop a second --push-state/--pop-state pair
+  endif()
 endif()

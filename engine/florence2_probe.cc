@@ -25,7 +25,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/model_dir.h"
 #include "engine/status_macros.h"
-#include "engine/torchscript_model.h"
+#include "engine/backend.h"
 
 namespace florence::engine {
 namespace {
@@ -34,6 +34,7 @@ struct Flags {
   std::string model;
   std::string device = "cpu";
   int threads = 0;
+  std::string backend = "auto";
   int steps = 16;
 };
 
@@ -49,7 +50,9 @@ absl::Status Run(const Flags& flags) {
   const double verify_ms = MsSince(t0);
   t0 = std::chrono::steady_clock::now();
   FLORENCE_ASSIGN_OR_RETURN(
-      auto model, TorchScriptModel::Create(dir, {flags.device, flags.threads}));
+      LoadedBackend loaded,
+      CreateBackend(dir, {flags.backend, flags.device, flags.threads}));
+  ModelBackend* model = loaded.model.get();
   const double load_ms = MsSince(t0);
 
   c10::InferenceMode guard;
@@ -88,6 +91,7 @@ absl::Status Run(const Flags& flags) {
   const double decode_ms = MsSince(t0);
 
   std::cout << "{\"model\":\"" << dir.dir << "\",\"dtype\":\"" << dir.dtype
+            << "\",\"backend\":\"" << loaded.name
             << "\",\"device\":\"" << model->device().str()
             << "\",\"image_tokens\":" << features.size(1)
             << ",\"encoder_length\":" << encoded.size(1)
@@ -119,11 +123,14 @@ int main(int argc, char** argv) {
       flags.device = value();
     } else if (arg == "--threads") {
       flags.threads = std::atoi(value().c_str());
+    } else if (arg == "--backend") {
+      flags.backend = value();
     } else if (arg == "--steps") {
       flags.steps = std::atoi(value().c_str());
     } else {
       std::cerr << "usage: florence2-probe --model DIR [--device cpu|cuda:0] "
-                   "[--threads N] [--steps N]\n";
+                   "[--threads N] [--backend auto|torchscript|aoti] "
+                   "[--steps N]\n";
       return 2;
     }
   }

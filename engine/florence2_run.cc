@@ -56,8 +56,13 @@ constexpr char kUsage[] =
     "[--region x1,y1,x2,y2]\n"
     "                     [--num-beams N] [--max-new-tokens N] "
     "[--min-new-tokens N]\n"
-    "                     [--device D] [--threads N] [--draw OUT.png] "
-    "IMAGE...\n";
+    "                     [--device D] [--threads N] "
+    "[--backend auto|torchscript|aoti]\n"
+    "                     [--draw OUT.png] IMAGE...\n"
+    "  --backend: the model's TorchScript artefact (torchscript; auto = "
+    "torchscript)\n"
+    "             or its AOTInductor packages in DIR/aoti (aoti: "
+    "tools/florence2_export_aoti.py)\n";
 
 struct Flags {
   std::string model;
@@ -69,6 +74,7 @@ struct Flags {
   std::optional<int> min_new_tokens;
   std::string device = "cpu";
   int threads = 0;
+  std::string backend = "auto";
   std::string draw;
   std::vector<std::string> images;
 };
@@ -145,6 +151,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
     } else if (arg == "--threads") {
       FLORENCE_ASSIGN_OR_RETURN(const std::string v, value());
       FLORENCE_ASSIGN_OR_RETURN(flags.threads, ParseInt(arg, v));
+    } else if (arg == "--backend") {
+      FLORENCE_ASSIGN_OR_RETURN(flags.backend, value());
     } else if (arg == "--draw") {
       FLORENCE_ASSIGN_OR_RETURN(flags.draw, value());
     } else if (arg.size() > 1 && arg[0] == '-') {
@@ -259,6 +267,7 @@ int Main(int argc, char** argv) {
   Runtime::Options options;
   options.device = flags->device;
   options.num_threads = flags->threads;
+  options.backend = flags->backend;
   absl::StatusOr<std::unique_ptr<Runtime>> runtime =
       Runtime::Create(flags->model, options);
   if (!runtime.ok()) {

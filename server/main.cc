@@ -42,6 +42,11 @@ ABSL_FLAG(bool, cpu_prepack, true,
           "On the CPU, decode with oneDNN-prepacked copies of the decoder and lm_head weights "
           "(float32 models; one more copy of those weights in memory, decode steps faster). "
           "false = plain GEMMs, for comparison.");
+ABSL_FLAG(std::string, backend, "auto",
+          "Model backend: torchscript (the directory's model.ts), aoti (its torch.export + "
+          "AOTInductor packages in <model>/aoti, from tools/florence2_export_aoti.py --model-dir; "
+          "float32, the CPU family they were compiled on), or auto = torchscript (faster under "
+          "load on the CPU, docs/PERFORMANCE.md).");
 ABSL_FLAG(int, workers, 2,
           "Threads that decode/resize images and tokenize before the model, and detokenize/parse "
           "after it.");
@@ -181,6 +186,11 @@ int main(int argc, char** argv) {
   opts.device = absl::GetFlag(FLAGS_device);
   opts.num_threads = absl::GetFlag(FLAGS_threads);
   opts.cpu_prepack = absl::GetFlag(FLAGS_cpu_prepack);
+  opts.backend = absl::GetFlag(FLAGS_backend);
+  if (opts.backend != "auto" && opts.backend != "torchscript" && opts.backend != "aoti") {
+    return Fail("--backend",
+                absl::InvalidArgumentError("use auto, torchscript or aoti, not " + opts.backend));
+  }
   opts.worker_threads = absl::GetFlag(FLAGS_workers);
   opts.policy.max_batch = absl::GetFlag(FLAGS_max_batch);
   opts.policy.max_delay = absl::Microseconds(absl::GetFlag(FLAGS_max_delay_us));

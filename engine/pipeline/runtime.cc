@@ -18,7 +18,7 @@
 #include "engine/pipeline/search_params_for.h"
 #include "engine/status_macros.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "engine/torchscript_model.h"
+#include "engine/backend.h"
 
 namespace florence::engine {
 namespace {
@@ -73,10 +73,10 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(
   FLORENCE_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
                             Tokenizer::FromFile(dir.tokenizer_path));
   FLORENCE_ASSIGN_OR_RETURN(
-      std::unique_ptr<TorchScriptModel> model,
-      TorchScriptModel::Create(dir, {options.device, options.num_threads}));
+      LoadedBackend loaded,
+      CreateBackend(dir, {options.backend, options.device, options.num_threads}));
   return std::unique_ptr<Runtime>(new Runtime(
-      std::move(dir), std::move(tokenizer), std::move(model), options));
+      std::move(dir), std::move(tokenizer), std::move(loaded.model), options));
 }
 
 absl::StatusOr<RunResult> Runtime::Run(const RunRequest& request) {

@@ -113,6 +113,8 @@ class Runtime {
     // > 0 sets Torch's process-wide intra-op thread count (see
     // TorchScriptModel::Options); 0 keeps Torch's default.
     int num_threads = 0;
+    // The model backend: auto | torchscript | aoti (engine/backend.h).
+    std::string backend = "auto";
     // Bounds on request images, checked before pixels are allocated.
     DecodeLimits decode_limits;
   };
