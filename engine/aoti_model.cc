@@ -20,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "engine/status_macros.h"
+#include "engine/torch_guard.h"
 
 namespace florence::engine {
 namespace {
@@ -29,25 +30,6 @@ using Loader = torch::inductor::AOTIModelPackageLoader;
 using Metadata = std::unordered_map<std::string, std::string>;
 
 constexpr char kFormat[] = "florence-serve/aoti";
-
-// The engine's exception boundary, as in TorchScriptModel: InferenceMode, and
-// no Torch exception passes.
-template <typename Fn>
-auto Guarded(absl::string_view method, Fn&& fn)
-    -> absl::StatusOr<decltype(fn())> {
-  try {
-    c10::InferenceMode guard;
-    return fn();
-  } catch (const c10::OutOfMemoryError& e) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(method, ": ", e.what_without_backtrace()));
-  } catch (const c10::Error& e) {
-    return absl::InternalError(
-        absl::StrCat(method, ": ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(method, ": ", e.what()));
-  }
-}
 
 std::string Describe(const at::Tensor& t) {
   return absl::StrCat("sizes [", absl::StrJoin(t.sizes(), ","), "], strides [",

@@ -18,33 +18,13 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "engine/status_macros.h"
+#include "engine/torch_guard.h"
 
 namespace florence::engine {
 namespace {
 
 constexpr const char* kMethods[] = {"image_features", "encode", "cross_kv",
                                     "decode_step", "empty_self_cache"};
-
-// Runs `fn` under InferenceMode and turns any Torch exception into a Status
-// naming `method`. This is the engine's exception boundary: nothing thrown by
-// LibTorch or the TorchScript interpreter passes it.
-template <typename Fn>
-auto Guarded(absl::string_view method, Fn&& fn)
-    -> absl::StatusOr<decltype(fn())> {
-  try {
-    c10::InferenceMode guard;
-    return fn();
-  } catch (const c10::OutOfMemoryError& e) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(method, ": ", e.what_without_backtrace()));
-  } catch (const c10::Error& e) {
-    return absl::InternalError(
-        absl::StrCat(method, ": ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    // torch::jit::JITException (a `raise` in the script), std::bad_alloc, ...
-    return absl::InternalError(absl::StrCat(method, ": ", e.what()));
-  }
-}
 
 }  // namespace
 
