@@ -38,7 +38,7 @@ def load_paths(args) -> dict[str, object]:
     if not packed.pack_for_cpu(32):
         raise SystemExit("pack_for_cpu declined: the artefact is not float32 on the CPU")
     paths["ts_prepack"] = packed
-    paths["aoti"] = aoti.AotiModel(args.aoti)
+    paths["aoti"] = aoti.AotiModel(args.aoti or args.model / "aoti")
     for spec in args.aoti_extra:
         name, _, directory = spec.partition("=")
         directory = Path(directory)
@@ -93,7 +93,8 @@ def runs(path, method: str) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=REPO / "models" / "florence2-base-random")
-    ap.add_argument("--aoti", type=Path, default=REPO / "models" / "florence2-base-random-aoti")
+    ap.add_argument("--aoti", type=Path, default=None,
+                    help="the packages (default: MODEL/aoti, where tools/florence2_export_aoti.py --model-dir puts them)")
     ap.add_argument("--aoti-extra", action="append", default=[], metavar="NAME=DIR",
                     help="another AOTI package directory to time (e.g. a different inductor config); may hold a "
                          "subset of the methods")

@@ -157,22 +157,16 @@ AotiModel::~AotiModel() = default;
 
 absl::StatusOr<std::unique_ptr<AotiModel>> AotiModel::Create(
     const ModelDir& dir, const Options& options) {
-  std::optional<c10::Device> device;
-  try {
-    device.emplace(options.device);
-  } catch (const c10::Error&) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid device \"", options.device, "\""));
-  }
-  if (device->is_cuda() && !torch::cuda::is_available()) {
+  FLORENCE_ASSIGN_OR_RETURN(c10::Device device, ParseDevice(options.device));
+  if (device.is_cuda() && !torch::cuda::is_available()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "device ", options.device, " requested but CUDA is not available"));
   }
-  if (!device->is_cpu() && !device->is_cuda()) {
+  if (!device.is_cpu() && !device.is_cuda()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "device ", options.device, ": only cpu and cuda are supported"));
   }
-  if (device->is_cuda() && !device->has_index()) device.emplace(c10::kCUDA, 0);
+  if (device.is_cuda() && !device.has_index()) device = c10::Device(c10::kCUDA, 0);
   const std::string export_cmd = absl::StrCat(
       "tools/florence2_export_aoti.py --model-dir ", dir.dir);
   if (dir.dtype != "float32") {
@@ -192,7 +186,7 @@ absl::StatusOr<std::unique_ptr<AotiModel>> AotiModel::Create(
   }
   if (options.num_threads > 0) at::set_num_threads(options.num_threads);
 
-  std::unique_ptr<AotiModel> model(new AotiModel(*device, dir.decoder));
+  std::unique_ptr<AotiModel> model(new AotiModel(device, dir.decoder));
   const std::pair<const char*, std::unique_ptr<Loader>*> packages[] = {
       {"image_features", &model->image_features_},
       {"encode", &model->encode_},
@@ -206,7 +200,7 @@ absl::StatusOr<std::unique_ptr<AotiModel>> AotiModel::Create(
           export_cmd));
     }
     FLORENCE_ASSIGN_OR_RETURN(*slot,
-                              LoadPackage(path.string(), method, dir, *device));
+                              LoadPackage(path.string(), method, dir, device));
   }
   return model;
 }

@@ -7,9 +7,11 @@
 #define FLORENCE_ENGINE_TORCH_GUARD_H_
 
 #include <c10/core/InferenceMode.h>
+#include <c10/core/Device.h>
 #include <c10/util/Exception.h>
 
 #include <exception>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -35,6 +37,17 @@ auto Guarded(absl::string_view method, Fn&& fn)
         absl::StrCat(method, ": ", e.what_without_backtrace()));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat(method, ": ", e.what()));
+  }
+}
+
+// A torch device string ("cpu", "cuda", "cuda:1") parsed, or InvalidArgument.
+// Whether the device exists is the caller's check.
+inline absl::StatusOr<c10::Device> ParseDevice(const std::string& name) {
+  try {
+    return c10::Device(name);
+  } catch (const c10::Error&) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid device \"", name, "\""));
   }
 }
 

@@ -30,34 +30,28 @@ constexpr const char* kMethods[] = {"image_features", "encode", "cross_kv",
 
 absl::StatusOr<std::unique_ptr<TorchScriptModel>> TorchScriptModel::Create(
     const ModelDir& dir, const Options& options) {
-  std::optional<c10::Device> device;
-  try {
-    device.emplace(options.device);
-  } catch (const c10::Error&) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid device \"", options.device, "\""));
-  }
-  if (dir.dtype == "int8" && !device->is_cpu()) {
+  FLORENCE_ASSIGN_OR_RETURN(c10::Device device, ParseDevice(options.device));
+  if (dir.dtype == "int8" && !device.is_cpu()) {
     return absl::InvalidArgumentError(absl::StrCat(
         dir.dir, " holds int8 weights, which run on the CPU only; serve it "
         "with --device cpu, or export float16/bfloat16 for ", options.device));
   }
-  if (device->is_cuda()) {
+  if (device.is_cuda()) {
     if (!torch::cuda::is_available()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "device ", options.device, " requested but CUDA is not available"));
     }
-    if (device->has_index() &&
-        device->index() >= static_cast<int>(torch::cuda::device_count())) {
+    if (device.has_index() &&
+        device.index() >= static_cast<int>(torch::cuda::device_count())) {
       return absl::FailedPreconditionError(
           absl::StrCat("device ", options.device, " requested but only ",
                        torch::cuda::device_count(), " CUDA device(s) exist"));
     }
-  } else if (!device->is_cpu()) {
+  } else if (!device.is_cpu()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "device ", options.device, ": only cpu and cuda are supported"));
   }
-  if (device->is_cuda()) {
+  if (device.is_cuda()) {
     // TorchScript fuses elementwise ops on the GPU (not on the CPU) with
     // kernels NVRTC compiles at run time, once per new input shape. Every
     // decode step has new shapes (rows, positions), so that means compiles
@@ -77,7 +71,7 @@ absl::StatusOr<std::unique_ptr<TorchScriptModel>> TorchScriptModel::Create(
   torch::jit::Module module;
   try {
     c10::InferenceMode guard;
-    module = torch::jit::load(dir.model_path, *device);
+    module = torch::jit::load(dir.model_path, device);
     module.eval();
   } catch (const std::exception& e) {
     const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
@@ -93,7 +87,7 @@ absl::StatusOr<std::unique_ptr<TorchScriptModel>> TorchScriptModel::Create(
     }
   }
   std::unique_ptr<TorchScriptModel> model(
-      new TorchScriptModel(std::move(module), *device));
+      new TorchScriptModel(std::move(module), device));
 
   // The artefact and config.json must agree on the decoder, or caches sized
   // from the config break.
@@ -107,7 +101,7 @@ absl::StatusOr<std::unique_ptr<TorchScriptModel>> TorchScriptModel::Create(
         "] disagrees with config.json decoder [", absl::StrJoin(want, ","),
         "] (layers,1,heads,1,head_dim)"));
   }
-  if (options.cpu_prepack && device->is_cpu() && at::hasMKLDNN() &&
+  if (options.cpu_prepack && device.is_cpu() && at::hasMKLDNN() &&
       model->module_.find_method("pack_for_cpu").has_value()) {
     FLORENCE_ASSIGN_OR_RETURN(model->prepacked_, Guarded("pack_for_cpu", [&] {
                                 return model->module_.run_method("pack_for_cpu", kPackRows).toBool();
