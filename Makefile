@@ -11,7 +11,7 @@ MODEL_ARGS ?= --random base --seed 0
 APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
 	'python3 --version=python3' 'python3 -m venv --help=python3-venv' 'npm --version=npm' \
 	libabsl-dev nlohmann-json3-dev libssl-dev libgtest-dev libgmock-dev libspdlog-dev \
-	libjpeg62-turbo-dev libpng-dev libwebp-dev libtiff-dev zlib1g-dev \
+	libgoogle-perftools-dev libjpeg62-turbo-dev libpng-dev libwebp-dev libtiff-dev zlib1g-dev \
 	libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler prometheus-cpp-dev openssl clang nginx
 
 .PHONY: setup build test test-cpp test-python model serve image clean

@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/host_memory.h"
 #include "engine/model_dir.h"
 #include "engine/status_macros.h"
 #include "engine/backend.h"
@@ -107,6 +108,8 @@ absl::Status Run(const Flags& flags) {
 }  // namespace florence::engine
 
 int main(int argc, char** argv) {
+  // Before the first tensor (LibTorch reads the switch once); see host_memory.h.
+  florence::engine::PreferHugePages(true);
   florence::engine::Flags flags;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];

@@ -39,6 +39,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "engine/host_memory.h"
 #include "engine/pipeline/render.h"
 #include "engine/pipeline/runtime.h"
 #include "engine/postprocess/result_json.h"
@@ -258,6 +259,8 @@ absl::Status RunImage(Runtime& runtime, const Flags& flags, size_t index) {
 }
 
 int Main(int argc, char** argv) {
+  // Before the first tensor (LibTorch reads the switch once); see host_memory.h.
+  PreferHugePages(true);
   const absl::StatusOr<Flags> flags = ParseFlags(argc, argv);
   if (!flags.ok()) {
     std::cerr << "florence2-run: " << flags.status().message() << "\n"

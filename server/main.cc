@@ -22,6 +22,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "batching/scheduler.h"
+#include "engine/host_memory.h"
 #include "server/metrics.h"
 #include "server/server.h"
 
@@ -96,6 +97,11 @@ ABSL_FLAG(std::string, auth_token_file, "",
           "File holding a bearer token; when set, calls must send metadata "
           "'authorization: Bearer <token>' (health and reflection stay open for probes).");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error, critical or off.");
+ABSL_FLAG(bool, huge_pages, true,
+          "Back tensors of 2 MiB and more (weights, KV-cache pool, activations) with transparent huge "
+          "pages: decode steps scatter small KV-cache writes over every row, layer and head, and "
+          "4 KiB-page TLB misses there are costly, most of all in a VM. Needs the kernel's THP mode "
+          "madvise or always; an explicit THP_MEM_ALLOC_ENABLE in the environment wins.");
 ABSL_FLAG(bool, warmup, true, "Run one short request through the model before SERVING.");
 
 namespace {
@@ -130,6 +136,8 @@ int main(int argc, char** argv) {
   usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
+  // Before the first tensor: LibTorch reads its huge-page switch once.
+  const bool huge_pages = florence::engine::PreferHugePages(absl::GetFlag(FLAGS_huge_pages));
   // Debian's abseil keeps Mutex deadlock detection on: a lock-order graph
   // update on every Mutex acquisition, ~10% of the front end's CPU per call.
   // The tests (debug-checked builds of the same code) keep it.
@@ -214,6 +222,9 @@ int main(int argc, char** argv) {
   const auto& dir = (*scheduler)->model_dir();
   spdlog::info("model {} ({}, {}) loaded in {:.1f} s", dir.dir, dir.dtype, opts.device,
                absl::ToDoubleSeconds(absl::Now() - load_start));
+  spdlog::info("malloc {}; huge pages for tensors {} (kernel THP mode {}), {} MiB on huge pages",
+               florence::engine::MallocName(), huge_pages ? "on" : "off",
+               florence::engine::TransparentHugePageMode(), florence::engine::AnonHugePageBytes() >> 20);
   (*server)->Attach(scheduler->get());
   if (absl::GetFlag(FLAGS_warmup)) {
     const absl::Time t = absl::Now();
