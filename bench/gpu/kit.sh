@@ -10,6 +10,9 @@
 #   .gpu/dist/.cache/   the tokenizer's one download (the export needs no network)
 #   .gpu/whl/           the pinned Python packages the machine lacks or has at other versions (gRPC client,
 #                       protobuf runtime for our stubs, transformers/tokenizers at this project's pins)
+#   .gpu/pylib/         blingfire's three files the tokenizer rebuild reads (tools/florence2/tokenizer_build.py:
+#                       the ctypes module, its .so and roberta.i2w), taken from .venv: its 42 MB wheel would not fit
+#                       the device call's 64 MiB carry
 #   .gpu/images/        the benchmark images (tools/test_images.py)
 #
 # Usage: bench/gpu/kit.sh   (then the device call: see bench/gpu/run.sh's header)
@@ -45,5 +48,9 @@ for spec in grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1 g
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$KIT/whl" "$spec"
 done
+bf=$(.venv/bin/python -c 'import blingfire, os; print(os.path.dirname(blingfire.__file__))')
+rm -rf "$KIT/pylib/blingfire"
+mkdir -p "$KIT/pylib/blingfire"
+cp "$bf/__init__.py" "$bf/libblingfiretokdll.so" "$bf/roberta.i2w" "$KIT/pylib/blingfire/"
 .venv/bin/python tools/test_images.py --out "$KIT/images"
 du -sh "$KIT"/*
