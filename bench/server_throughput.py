@@ -444,6 +444,16 @@ def fmt(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def server_memory_mib(pid: int) -> dict[str, float]:
+    """The server's peak and current resident memory (VmHWM / VmRSS of /proc/PID/status), MiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            fields["peak" if key == "VmHWM" else "now"] = int(value.split()[0]) / 1024
+    return fields
+
+
 def markdown(result: dict[str, Any]) -> str:
     m, s, c, n = result["machine"], result["sequential"], result["concurrent"], result["null_work"]
     ms, mc = result["metrics"]["sequential"], result["metrics"]["concurrent"]
@@ -479,6 +489,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"client CPU {fmt(n['client_cpu_s'], 1)} s) |",
         f"| null-work codes | {n['codes']} (server counted {int(result['metrics']['null_work']['caption_invalid_argument'])}"
         f" INVALID_ARGUMENT Captions in and around the window) |",
+        f"| server resident memory, peak / at the end | {fmt(result['server_memory_mib'].get('peak'), 0)} / "
+        f"{fmt(result['server_memory_mib'].get('now'), 0)} MiB |",
         f"| mean encoder batch / decode rows over the whole run (incl. warm-up) | "
         f"{fmt(result['metrics']['whole_run']['encoder_batch_mean'])} / {fmt(result['metrics']['whole_run']['decode_rows_mean'], 1)} |",
     ]
@@ -558,6 +570,7 @@ def main() -> int:
         print(f"null work: {result['null_work']['rpc_per_s']:.0f} RPC/s", file=sys.stderr, flush=True)
         final_text = server.scrape()
         scrapes["end"] = metric_totals(final_text)
+        result["server_memory_mib"] = server_memory_mib(server.proc.pid)
     finally:
         result["server_exit_code"] = server.stop()
     result["load_after"] = load_snapshot()
