@@ -12,7 +12,8 @@ The workload is server_throughput.py's request set: one third each of Caption (2
 (128) and Ocr with regions (256), lengths forced (min = max new tokens: random weights never stop on their own),
 over four photos and a scanned page. Phases, each alone on the machine, in this order:
 
-- **machine limits**: fp32 matmul GFLOP/s (bench/matmul_gflops.py), memory bandwidth (a 512 MiB copy: bytes
+- **machine limits**: fp32 matmul GFLOP/s (bench/matmul_gflops.py; also in the vision tower's dtype when it was
+  exported in another, `--vision-dtype`), memory bandwidth (a 512 MiB copy: bytes
   read + written per second), the vision tower's FLOPs per image (torch's FlopCounterMode over the exported
   model) and its time at batch 1 on the engine's CPU path (after pack_for_cpu, as TorchScriptModel does; the
   plain-GEMM time alongside) (→ achieved GFLOP/s ÷ matmul peak), and one decode step at batch 1 against
@@ -113,6 +114,14 @@ def machine_limits(model_dir: Path, threads: int, device: str = "cpu") -> dict[s
 
     config = json.loads((model_dir / "config.json").read_text())
     size = int(config["preprocess"]["size"])  # square input, pixels per side
+    # A tower exported in another dtype (--vision-dtype bfloat16: AMX on this class of CPU) is held to the
+    # matmul peak of that dtype, not fp32's.
+    vision_dtype = config.get("vision_dtype", "float32" if config["dtype"] == "int8" else config["dtype"])
+    vision_peak = peak
+    if not cuda and vision_dtype != "float32":
+        limits["matmul_gflops_vision_dtype"] = vision_peak = max(
+            gflops(2048, threads, repeats=5, dtype=getattr(torch, vision_dtype)) for _ in range(3))
+    limits["vision_dtype"] = vision_dtype
     with torch.inference_mode():
         pixels = torch.randn(1, 3, size, size, device=dev)
         with FlopCounterMode(display=False) as counter:
@@ -147,7 +156,7 @@ def machine_limits(model_dir: Path, threads: int, device: str = "cpu") -> dict[s
         "engine_cpu_prepack": engine_packed, "vision_ms_batch1_plain_gemm": vision_ms_plain,
         "vision_gflop_per_image": vision_flops / 1e9, "vision_ms_batch1": vision_ms,
         "vision_gflops": vision_flops / 1e9 / (vision_ms / 1000),
-        "vision_fraction_of_peak": vision_flops / 1e9 / (vision_ms / 1000) / peak,
+        "vision_fraction_of_peak": vision_flops / 1e9 / (vision_ms / 1000) / vision_peak,
         "decode_step_bytes": step_bytes, "decode_step_ms_batch1": step_ms,
         "decode_step_bound_ms": bound_ms, "decode_fraction_of_bound": bound_ms / step_ms,
     }
@@ -295,7 +304,8 @@ def markdown(r: dict[str, Any]) -> str:
         lines += ["", f"Limits: matmul {lim['matmul_gflops']:.0f} GFLOP/s{gpu_peaks}; copy bandwidth "
                   f"{lim['copy_bandwidth_gbs']:.1f} GB/s, read {lim['read_bandwidth_gbs']:.1f} GB/s; vision tower {lim['vision_gflop_per_image']:.0f} GFLOP/image in "
                   f"{lim['vision_ms_batch1']:.0f} ms = {lim['vision_gflops']:.0f} GFLOP/s = "
-                  f"{100 * lim['vision_fraction_of_peak']:.0f}% of matmul peak "
+                  f"{100 * lim['vision_fraction_of_peak']:.0f}% of the matmul peak"
+                  f"{' in ' + lim['vision_dtype'] + ' (' + format(lim['matmul_gflops_vision_dtype'], '.0f') + ' GFLOP/s)' if 'matmul_gflops_vision_dtype' in lim else ''} "
                   f"({'engine CPU path, prepacked; ' if lim.get('engine_cpu_prepack') else ''}"
                   f"plain GEMMs {lim.get('vision_ms_batch1_plain_gemm', float('nan')):.0f} ms); decode step (1 row) "
                   f"{lim['decode_step_ms_batch1']:.1f} ms vs bandwidth bound {lim['decode_step_bound_ms']:.1f} ms "

@@ -12,10 +12,10 @@ import time
 import torch
 
 
-def gflops(n: int, threads: int, repeats: int = 10) -> float:
+def gflops(n: int, threads: int, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
     torch.set_num_threads(threads)
-    a = torch.randn(n, n)
-    b = torch.randn(n, n)
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
     for _ in range(2):
         a @ b
     t0 = time.perf_counter()

@@ -13,9 +13,10 @@ two logit tensors are compared position by position: top-1 agreement, the fp32 t
 decisions were), and the logit error relative to the logits' spread. Prints one line per case and a total.
 Random weights give near-flat next-token distributions (small margins): a pessimistic case for any precision.
 
-int8 exports (``--dtype int8``, our own Int8Linear scheme, which transformers has no twin of) are compared with
-the float32 export they were made from (``--reference``, same source and seed), both run through the artefacts'
-own prefill and decode_step, with the same teacher forcing and figures.
+int8 exports (``--dtype int8``, our own Int8Linear scheme, which transformers has no twin of; with or without a
+``--vision-dtype bfloat16`` tower) are compared with the float32 export they were made from (``--reference``,
+same source and seed), both run through the artefacts' own prefill and decode_step, with the same teacher forcing
+and figures.
 """
 from __future__ import annotations
 
@@ -103,7 +104,8 @@ def int8_parity(args) -> int:
             a, n = report_case(name, prompt, G.teacher_forced_logits(ref, req_ref, tokens),
                                G.teacher_forced_logits(low, req_low, tokens))
         agree, total = agree + a, total + n
-    print(json.dumps({"dtype": "int8", "reference": str(args.reference),
+    vision = json.loads((args.model / "config.json").read_text()).get("vision_dtype", "float32")
+    print(json.dumps({"dtype": "int8", "vision_dtype": vision, "reference": str(args.reference),
                       "teacher_forced_top1_agreement": round(agree / total, 4), "positions": total}))
     return 0
 

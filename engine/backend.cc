@@ -20,10 +20,14 @@ absl::StatusOr<LoadedBackend> CreateBackend(const ModelDir& dir,
             dir, {options.device, options.num_threads, options.cpu_prepack}));
     if (model->prepacked()) {
       out.note = dir.dtype == "int8"
-                     ? "float32 vision tower prepacked for oneDNN (decoder and "
-                       "lm_head are int8; --cpu_prepack)"
-                     : "linear weights prepacked for oneDNN (vision tower, "
-                       "decoder, lm_head; --cpu_prepack)";
+                     ? absl::StrCat(dir.vision_dtype,
+                                    " vision tower prepacked for oneDNN "
+                                    "(decoder and lm_head are int8; "
+                                    "--cpu_prepack)")
+                     : absl::StrCat("linear weights prepacked for oneDNN "
+                                    "(vision tower in ",
+                                    dir.vision_dtype,
+                                    ", decoder, lm_head; --cpu_prepack)");
     }
     out.model = std::move(model);
     out.name = "torchscript";

@@ -265,6 +265,10 @@ absl::StatusOr<ModelDir> LoadModelDir(const std::string& dir) {
   JsonFields f(config, config_path);
   const std::string model_file = f.String("model_file");
   out.dtype = f.String("dtype");
+  // Optional (exports before --vision-dtype): the weights' float dtype.
+  out.vision_dtype = config.contains("vision_dtype") ? f.String("vision_dtype")
+                     : out.dtype == "int8"           ? "float32"
+                                                     : out.dtype;
   out.interface_version = static_cast<int>(f.Int("interface_version"));
   out.num_image_tokens = f.Int("num_image_tokens");
 
@@ -310,6 +314,11 @@ absl::StatusOr<ModelDir> LoadModelDir(const std::string& dir) {
       out.dtype != "bfloat16" && out.dtype != "int8") {
     return absl::InvalidArgumentError(
         absl::StrCat(config_path, ": unknown dtype \"", out.dtype, "\""));
+  }
+  if (out.vision_dtype != "float32" && out.vision_dtype != "float16" &&
+      out.vision_dtype != "bfloat16") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config_path, ": unknown vision_dtype \"", out.vision_dtype, "\""));
   }
   if (out.decoder.layers <= 0 || out.decoder.heads <= 0 ||
       out.decoder.head_dim <= 0 || out.decoder.max_positions <= 0 ||

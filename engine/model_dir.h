@@ -76,6 +76,9 @@ struct ModelDir {
   // Weight format: "float32", "float16", "bfloat16", or "int8" (int8 linear
   // weights and per-row int8 activations, float32 elsewhere; CPU only).
   std::string dtype;
+  // The vision tower's float dtype: the weights' unless exported with
+  // --vision-dtype (float32 for int8 by default).
+  std::string vision_dtype;
   int interface_version = 0;  // == kInterfaceVersion
   int64_t num_image_tokens = 0;
   DecoderConfig decoder;

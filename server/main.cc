@@ -222,6 +222,13 @@ int main(int argc, char** argv) {
   const auto& dir = (*scheduler)->model_dir();
   spdlog::info("model {} ({}, {}) loaded in {:.1f} s", dir.dir, dir.dtype, opts.device,
                absl::ToDoubleSeconds(absl::Now() - load_start));
+  if (dir.vision_dtype != "float32" && opts.vision_batch > 1) {
+    spdlog::warn(
+        "--vision_batch {} with a {} vision tower: its rounding depends on how many images share a "
+        "call, so an image's features (and answer) can depend on the images batched with it; "
+        "--vision_batch 1 keeps the batching contract",
+        opts.vision_batch, dir.vision_dtype);
+  }
   spdlog::info("malloc {}; huge pages for tensors {} (kernel THP mode {}), {} MiB on huge pages",
                florence::engine::MallocName(), huge_pages ? "on" : "off",
                florence::engine::TransparentHugePageMode(), florence::engine::AnonHugePageBytes() >> 20);

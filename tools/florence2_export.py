@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lora", type=Path, metavar="ADAPTER_DIR", help="PEFT LoRA adapter merged into the weights")
     ap.add_argument("--dtype", choices=sorted(exp.WEIGHT_FORMATS), default="float32",
                     help="weights: a float dtype, or int8 (opt-in, CPU only: int8 linear layers, float32 elsewhere)")
+    ap.add_argument("--vision-dtype", choices=sorted(exp.DTYPES), default=None,
+                    help="the vision tower's dtype, when it should differ from --dtype's (opt-in, e.g. bfloat16 "
+                         "beside int8 on a CPU with AMX-BF16; default: the weights' dtype, float32 for int8)")
     ap.add_argument("--out", type=Path, required=True, help="output model directory (replaced if it exists)")
     ap.add_argument("--cache-dir", type=Path, default=Path(__file__).resolve().parent.parent / ".cache",
                     help="where registry downloads for the tokenizer are kept")
@@ -34,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         source = (exp.source_pretrained(args.from_pretrained) if args.from_pretrained
                   else exp.source_random(args.random, args.seed))
         out = exp.export(source, args.out, dtype=args.dtype, seed=args.seed, lora=args.lora,
-                         cache_dir=args.cache_dir)
+                         cache_dir=args.cache_dir, vision_dtype=args.vision_dtype)
     except CheckpointError as e:
         print(f"florence2_export: {e}", file=sys.stderr)
         return 2

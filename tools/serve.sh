@@ -6,7 +6,8 @@
 # hub when the hub is reachable; otherwise seeded random weights of the base architecture (outputs are then
 # meaningless, and the server says so loudly). MODEL_DTYPE=bfloat16 (float16, int8) picks an opt-in
 # reduced-precision export instead (its own directory, models/florence2-base[-random]-<dtype>; accuracy and
-# speed in docs/PERFORMANCE.md); the default float32 is the exact path.
+# speed in docs/PERFORMANCE.md); the default float32 is the exact path. MODEL_VISION_DTYPE=bfloat16 (with
+# MODEL_DTYPE=int8, say) also puts the vision tower in that dtype (export --vision-dtype).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -14,19 +15,28 @@ BUILD_DIR=${BUILD_DIR:-build}
 MODEL_DTYPE=${MODEL_DTYPE:-float32}
 SUFFIX=""
 [ "$MODEL_DTYPE" = float32 ] || SUFFIX="-$MODEL_DTYPE"
+MODEL_VISION_DTYPE=${MODEL_VISION_DTYPE:-}
+VISION_ARGS=()
+if [ -n "$MODEL_VISION_DTYPE" ]; then
+  SUFFIX="$SUFFIX-$MODEL_VISION_DTYPE-vision"
+  VISION_ARGS=(--vision-dtype "$MODEL_VISION_DTYPE")
+fi
 REAL_DIR=models/florence2-base$SUFFIX
 RANDOM_DIR=models/florence2-base-random$SUFFIX
 MODEL_DIR=${MODEL_DIR:-}
 ADDRESS=${ADDRESS:-127.0.0.1:50051}
 METRICS_ADDRESS=${METRICS_ADDRESS:-127.0.0.1:9090}
 
-# True when $1 holds an export the engine drives in $MODEL_DTYPE: a manifest and the exporter's current
-# interface version (an export made before an interface change is re-exported rather than refused).
+# True when $1 holds an export the engine drives in $MODEL_DTYPE (and $MODEL_VISION_DTYPE): a manifest and the
+# exporter's current interface version (an export made before an interface change is re-exported rather than
+# refused).
 current() {
   [ -f "$1/manifest.json" ] && "$PY" -c 'import json, sys
 from tools.florence2.export import INTERFACE_VERSION
 c = json.load(open(sys.argv[1] + "/config.json"))
-sys.exit(c.get("interface_version") != INTERFACE_VERSION or c.get("dtype") != sys.argv[2])' "$1" "$MODEL_DTYPE"
+def tower(dtype): return "float32" if dtype == "int8" else dtype  # an export without vision_dtype: this
+sys.exit(c.get("interface_version") != INTERFACE_VERSION or c.get("dtype") != sys.argv[2]
+         or c.get("vision_dtype", tower(c.get("dtype"))) != (sys.argv[3] or tower(sys.argv[2])))' "$1" "$MODEL_DTYPE" "$MODEL_VISION_DTYPE"
 }
 
 if [ -z "$MODEL_DIR" ]; then
@@ -34,12 +44,13 @@ if [ -z "$MODEL_DIR" ]; then
     MODEL_DIR=$REAL_DIR
   elif timeout 30 "$PY" -c "import huggingface_hub as h; h.model_info('microsoft/Florence-2-base')" >/dev/null 2>&1 &&
        "$PY" tools/florence2_export.py --from-pretrained microsoft/Florence-2-base --dtype "$MODEL_DTYPE" \
-         --out "$REAL_DIR"; then
+         "${VISION_ARGS[@]}" --out "$REAL_DIR"; then
     MODEL_DIR=$REAL_DIR
   else
     MODEL_DIR=$RANDOM_DIR
     current "$MODEL_DIR" ||
-      "$PY" tools/florence2_export.py --random base --seed 0 --dtype "$MODEL_DTYPE" --out "$MODEL_DIR"
+      "$PY" tools/florence2_export.py --random base --seed 0 --dtype "$MODEL_DTYPE" "${VISION_ARGS[@]}" \
+        --out "$MODEL_DIR"
   fi
 fi
 if grep -q '"random"' "$MODEL_DIR/manifest.json" 2>/dev/null; then

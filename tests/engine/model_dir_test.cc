@@ -145,5 +145,58 @@ TEST_F(ModelDirTest, ManifestEntryOutsideDirectoryIsInvalid) {
       << loaded.status();
 }
 
+// Rewrites config.json of the copy at `dir` with `edit` and records its new
+// checksum and size in manifest.json, as an export would have written them.
+template <typename Edit>
+void RewriteConfig(const std::string& dir, Edit edit) {
+  const fs::path config_path = fs::path(dir) / "config.json";
+  const fs::path manifest_path = fs::path(dir) / "manifest.json";
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(config_path));
+  edit(config);
+  WriteFile(config_path, config.dump());
+  nlohmann::json manifest = nlohmann::json::parse(std::ifstream(manifest_path));
+  const absl::StatusOr<std::string> sha = Sha256File(config_path.string());
+  ASSERT_TRUE(sha.ok()) << sha.status();
+  manifest["files"]["config.json"] = {
+      {"sha256", *sha}, {"bytes", fs::file_size(config_path)}};
+  WriteFile(manifest_path, manifest.dump());
+}
+
+TEST_F(ModelDirTest, VisionDtypeIsReadAndDefaultsToTheWeights) {
+  const absl::StatusOr<ModelDir> exported = LoadModelDir(ExportedModelDir());
+  ASSERT_TRUE(exported.ok()) << exported.status();
+  EXPECT_EQ(exported->vision_dtype, "float32");
+
+  const std::string dir = CopyOfModel();
+  RewriteConfig(dir, [](nlohmann::json& c) {
+    c["dtype"] = "int8";
+    c["vision_dtype"] = "bfloat16";
+  });
+  absl::StatusOr<ModelDir> loaded = LoadModelDir(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->dtype, "int8");
+  EXPECT_EQ(loaded->vision_dtype, "bfloat16");
+
+  // Exports from before --vision-dtype: the weights' float dtype, float32
+  // beside int8 weights.
+  RewriteConfig(dir, [](nlohmann::json& c) { c.erase("vision_dtype"); });
+  loaded = LoadModelDir(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->vision_dtype, "float32");
+  RewriteConfig(dir, [](nlohmann::json& c) { c["dtype"] = "bfloat16"; });
+  loaded = LoadModelDir(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->vision_dtype, "bfloat16");
+}
+
+TEST_F(ModelDirTest, VisionDtypeMustBeAFloatDtype) {
+  const std::string dir = CopyOfModel();
+  RewriteConfig(dir, [](nlohmann::json& c) { c["vision_dtype"] = "int8"; });
+  const absl::StatusOr<ModelDir> loaded = LoadModelDir(dir);
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument)
+      << loaded.status();
+  EXPECT_THAT(loaded.status().message(), HasSubstr("vision_dtype \"int8\""));
+}
+
 }  // namespace
 }  // namespace florence::engine

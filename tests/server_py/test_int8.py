@@ -1,6 +1,6 @@
-"""An opt-in int8 export (tools/florence2_export.py --dtype int8) served by the real server: the C++ engine
-drives it to exactly the tokens the Python reference decoder gets from the same artefact, and refuses to put
-it on a GPU."""
+"""An opt-in int8 export (tools/florence2_export.py --dtype int8, with its vision tower in float32 or, opted in,
+bfloat16) served by the real server: the C++ engine drives it to exactly the tokens the Python reference decoder
+gets from the same artefact, and refuses to put it on a GPU."""
 from __future__ import annotations
 
 import io
@@ -23,13 +23,17 @@ from conftest import hf_processor, processor_inputs  # noqa: E402  (tests/tools/
 CASES = [("astronaut.jpg", "<CAPTION>", 1, 24), ("coffee.png", "<OD>", 3, 32)]
 
 
-@pytest.fixture(scope="module")
-def int8_model(assets: Assets) -> Path:
-    out = assets.tmp / "models" / "tiny-int8"
+def export_int8(assets: Assets, vision_dtype: str) -> Path:
+    out = assets.tmp / "models" / ("tiny-int8" if vision_dtype == "float32" else f"tiny-int8-{vision_dtype}v")
     if not (out / "manifest.json").is_file():
         run_tool(["tools/florence2_export.py", "--random", "tiny", "--seed", "0", "--dtype", "int8",
-                  "--out", str(out)])
+                  "--vision-dtype", vision_dtype, "--out", str(out)])
     return out
+
+
+@pytest.fixture(scope="module")
+def int8_model(assets: Assets) -> Path:
+    return export_int8(assets, "float32")
 
 
 @torch.inference_mode()
@@ -41,9 +45,13 @@ def reference_tokens(model_dir: Path, image_bytes: bytes, prompt: str, beams: in
     return G.generate(module, G.prefill(module, px, text), params).tokens
 
 
-def test_int8_export_serves_the_reference_tokens(start_server, assets: Assets, stubs, int8_model: Path) -> None:
-    server: ServerProcess = start_server("int8", model=int8_model)
-    assert "int8" in server.log_tail(20000)
+@pytest.mark.parametrize("vision_dtype", ["float32", "bfloat16"])
+def test_int8_export_serves_the_reference_tokens(start_server, assets: Assets, stubs, vision_dtype: str) -> None:
+    """Also with the opt-in bfloat16 vision tower (--vision-dtype): the server's one-image-per-call tower gives
+    the reference's features bit for bit, so its tokens too."""
+    int8_model = export_int8(assets, vision_dtype)
+    server: ServerProcess = start_server(f"int8-{vision_dtype}", model=int8_model)
+    assert f"{vision_dtype} vision tower prepacked for oneDNN (decoder and lm_head are int8" in server.log_tail(20000)
     pb = stubs.pb2
     stub = server.stub(stubs)
     for name, prompt, beams, length in CASES:

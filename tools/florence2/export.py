@@ -116,9 +116,14 @@ def _write_tokenizer(src: Source, out: Path, cache_dir: Path) -> str:
 
 
 def export(src: Source, out: Path, dtype: str = "float32", seed: int = 0, lora: Path | None = None,
-           cache_dir: Path = Path(".cache")) -> Path:
+           cache_dir: Path = Path(".cache"), vision_dtype: str | None = None) -> Path:
+    """``vision_dtype``: the vision tower's own float dtype when it should differ from the weights' (None: the
+    weights' dtype; float32 for int8, whose quantization skips the tower)."""
     if dtype not in WEIGHT_FORMATS:
         raise ValueError(f"--dtype must be one of {sorted(WEIGHT_FORMATS)}")
+    tower_dtype = vision_dtype or (dtype if dtype in DTYPES else "float32")
+    if tower_dtype not in DTYPES:
+        raise ValueError(f"--vision-dtype must be one of {sorted(DTYPES)}")
     provenance = dict(src.provenance)
     model = Florence2ForServing(src.arch).eval()
     if src.state_dict is None:
@@ -135,6 +140,7 @@ def export(src: Source, out: Path, dtype: str = "float32", seed: int = 0, lora: 
         provenance["int8_linear_layers"] = quantize_int8(model)
     else:
         model = model.to(DTYPES[dtype])
+    model.model.vision_tower.to(DTYPES[tower_dtype])
     scripted = torch.jit.script(model)
     if out.exists():
         shutil.rmtree(out)
@@ -148,6 +154,7 @@ def export(src: Source, out: Path, dtype: str = "float32", seed: int = 0, lora: 
         "interface_version": INTERFACE_VERSION,
         "model_file": MODEL_FILE,
         "dtype": dtype,
+        "vision_dtype": tower_dtype,
         "architecture": arch.to_json(),
         "num_image_tokens": arch.num_image_tokens(),
         "preprocess": {"size": arch.image_size, "resample": "bicubic", "rescale_factor": arch.rescale_factor,

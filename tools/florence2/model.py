@@ -300,6 +300,7 @@ class VisionTower(nn.Module):
                 block.channel_block.ffn.pack_for_cpu(rows)
 
     def forward(self, x: Tensor) -> Tensor:
+        x = x.to(self.convs[0].conv.weight.dtype)  # the tower's own dtype (export --vision-dtype may differ)
         # Channels last between the stages and blocks: LayerNorm, the linear layers and the residual adds all
         # want [.., C] rows. A convolution takes the NCHW view of that memory (channels_last format, which the
         # CPU convolution keeps), so its result's NHWC view is contiguous again: nothing is transposed.
@@ -551,8 +552,8 @@ class Florence2ForServing(nn.Module):
     def image_features(self, pixel_values: Tensor) -> Tensor:
         """pixel_values [B,3,H,W] (normalized, any float dtype) -> [B, 1 + (H/32)*(W/32), d] in the model dtype."""
         w = self.final_logits_bias  # in the model's dtype and on its device (lm_head may hold int8 weights)
-        fmap = self.model.vision_tower(pixel_values.to(device=w.device, dtype=w.dtype))
-        return self.model.multi_modal_projector(fmap)
+        fmap = self.model.vision_tower(pixel_values.to(device=w.device))  # in the tower's dtype
+        return self.model.multi_modal_projector(fmap.to(w.dtype))
 
     @torch.jit.export
     def encode(self, image_features: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
