@@ -52,6 +52,23 @@ double MsBetween(absl::Time a, absl::Time b) {
   return absl::ToDoubleMilliseconds(b - a);
 }
 
+// A decode step attends over the longest self and cross length in use, the
+// other rows' tails masked. The CPU attention kernels' float sums then depend
+// on that padded length (how the valid positions fall into vector lanes), so a
+// row's logits moved by ~1e-6 with its batch-mates (measured: max |diff|
+// 2.5e-6 fp32); an int8 export's per-row activation quantization can turn such
+// a difference into a whole quantization step (0.096 in the logits), which
+// flipped tokens of 2 of 18 requests in the issue-4 benchmark. Padding both
+// lengths to a multiple of this quantum makes a row's step bit-identical
+// whatever the other rows' lengths (int8: exact; measured for multiples of 16,
+// 32 and 64). tools/florence2/generate.py pads its reference the same way.
+constexpr int64_t kAttentionLengthQuantum = 16;
+
+int64_t RoundUpToQuantum(int64_t n) {
+  return (n + kAttentionLengthQuantum - 1) / kAttentionLengthQuantum *
+         kAttentionLengthQuantum;
+}
+
 // Torch exceptions from tensor code outside the backend become Status.
 template <typename F>
 absl::Status GuardTorch(absl::string_view stage, F&& f) {
@@ -781,6 +798,8 @@ class SchedulerImpl final : public Scheduler {
   }
 
   // Longest self / cross positions in use by the running sequences.
+  // The self and cross lengths a decode step attends over: the longest in
+  // use, padded to kAttentionLengthQuantum (the pool holds whole quanta).
   std::pair<int64_t, int64_t> LengthsInUse() const {
     int64_t self_len = 1;
     int64_t cross_len = 1;
@@ -788,7 +807,7 @@ class SchedulerImpl final : public Scheduler {
       self_len = std::max(self_len, seq->search->position() + 1);
       cross_len = std::max(cross_len, seq->cross_len);
     }
-    return {self_len, cross_len};
+    return {RoundUpToQuantum(self_len), RoundUpToQuantum(cross_len)};
   }
 
   // Frees the pool rows of `gone` (no longer in active_) and renumbers the
@@ -1051,8 +1070,9 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::CreateWithModel(
   shape.layers = dir.decoder.layers;
   shape.heads = dir.decoder.heads;
   shape.head_dim = dir.decoder.head_dim;
-  shape.self_len = dir.decoder.max_positions;
-  shape.cross_len = dir.num_image_tokens + options.max_prompt_tokens;
+  // Whole attention quanta, so LengthsInUse() never pads past the pool.
+  shape.self_len = RoundUpToQuantum(dir.decoder.max_positions);
+  shape.cross_len = RoundUpToQuantum(dir.num_image_tokens + options.max_prompt_tokens);
   // Loading the model and zeroing the pool run parallel Torch kernels. OpenMP
   // (libgomp) keeps a worker pool for every thread that ever led a parallel
   // region, and once it manages more threads than there are CPUs it stops

@@ -455,7 +455,7 @@ def server_memory_mib(pid: int) -> dict[str, float]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    m, s, c, n = result["machine"], result["sequential"], result["concurrent"], result["null_work"]
+    m, s, c, n = result["machine"], result["sequential"], result["concurrent"], result.get("null_work")
     ms, mc = result["metrics"]["sequential"], result["metrics"]["concurrent"]
     lines = [
         f"Machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs ({m['physical_cores']} cores), "
@@ -483,12 +483,17 @@ def markdown(result: dict[str, Any]) -> str:
         f"| throughput ratio concurrent / sequential | **{fmt(result['ratio'], 2)}x** (target >= 2x) |",
         f"| concurrent token_ids == sequential token_ids | {'all ' + str(result['requests']) if not result['mismatches'] else 'MISMATCH: ' + str(len(result['mismatches']))} |",
         f"| all responses OK with the forced length | {'yes' if not result['problems'] else 'NO: ' + str(len(result['problems']))} |",
+    ]
+    if n is not None:
+        lines += [
         f"| null-work RPC/s (Caption, no image -> INVALID_ARGUMENT; {n['client_processes']} procs x "
         f"{n['inflight_per_process']} in flight, {fmt(n['seconds'], 0)} s) | **{fmt(n['rpc_per_s'], 0)}** |",
         f"| null-work server CPU per RPC | {fmt(n['server_cpu_us_per_rpc'], 1)} us ({fmt(n['server_cores_busy'], 2)} cores busy; "
         f"client CPU {fmt(n['client_cpu_s'], 1)} s) |",
         f"| null-work codes | {n['codes']} (server counted {int(result['metrics']['null_work']['caption_invalid_argument'])}"
         f" INVALID_ARGUMENT Captions in and around the window) |",
+        ]
+    lines += [
         f"| server resident memory, peak / at the end | {fmt(result['server_memory_mib'].get('peak'), 0)} / "
         f"{fmt(result['server_memory_mib'].get('now'), 0)} MiB |",
         f"| mean encoder batch / decode rows over the whole run (incl. warm-up) | "
@@ -509,7 +514,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--num-beams", type=int, default=3)
     ap.add_argument("--max-batch", type=int, default=8)
-    ap.add_argument("--null-seconds", type=float, default=5.0)
+    ap.add_argument("--null-seconds", type=float, default=5.0, help="0 leaves the null-work phase out")
     ap.add_argument("--null-procs", type=int, default=2)
     ap.add_argument("--null-inflight", type=int, default=32)
     ap.add_argument("--no-warmup", action="store_true")
@@ -565,9 +570,10 @@ def main() -> int:
         conc_wall, conc = run_concurrent(stubs, server.address, requests, args.num_beams, args.clients)
         print(f"concurrent: {conc_wall:.1f} s", file=sys.stderr, flush=True)
         scrapes["after_concurrent"] = metric_totals(server.scrape())
-        result["null_work"] = null_work(server.address, server.proc.pid, args.null_procs, args.null_inflight,
-                                        args.null_seconds)
-        print(f"null work: {result['null_work']['rpc_per_s']:.0f} RPC/s", file=sys.stderr, flush=True)
+        if args.null_seconds > 0:
+            result["null_work"] = null_work(server.address, server.proc.pid, args.null_procs, args.null_inflight,
+                                            args.null_seconds)
+            print(f"null work: {result['null_work']['rpc_per_s']:.0f} RPC/s", file=sys.stderr, flush=True)
         final_text = server.scrape()
         scrapes["end"] = metric_totals(final_text)
         result["server_memory_mib"] = server_memory_mib(server.proc.pid)

@@ -134,9 +134,9 @@ def as_numpy(t: torch.Tensor) -> np.ndarray:
 
 def stack_cross(reqs: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Several prefilled requests' (generate.EncodedRequest) cross K/V and masks as one decode_step batch, one
-    cross row each, padded to the longest encoder length; asserts the lengths differ (padding is exercised)."""
+    cross row each, padded to the longest encoder length; asserts the real lengths differ (masking is exercised)."""
     s_enc = max(r.cross_k.shape[3] for r in reqs)
-    assert len({r.cross_k.shape[3] for r in reqs}) > 1, "prompts should give different encoder lengths"
+    assert len({int(r.cross_mask.sum()) for r in reqs}) > 1, "prompts should give different encoder lengths"
 
     def pad(t: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.pad(t, (0, 0, 0, s_enc - t.shape[3]))

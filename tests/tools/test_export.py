@@ -151,12 +151,13 @@ def test_decode_step_batch_invariance_across_lengths(tiny_artefacts, images, var
     art = tiny_artefacts[0]
     m = int8_twin(art) if variant == "int8" else decoder_under_test(art, variant == "cpu_prepack")
     prompts = ["<CAPTION>", "<OCR_WITH_REGION>", "<OPEN_VOCABULARY_DETECTION>wheels"]
-    steps = [3, 11, 7]  # tokens each sequence has already decoded
+    steps = [20, 37, 9]  # tokens each sequence has already decoded
+    s_max = G.round_up_to_quantum(max(steps) + 1)  # self positions, in whole attention quanta as the server has them
     reqs, seqs, caches, alone = [], [], [], []
     for prompt, image, n in zip(prompts, images.values(), steps):
         px, _, text = processor_inputs(art.processor, prompt, image)
         req = G.prefill(m, px, text)
-        k, v = m.empty_self_cache(1, 16), m.empty_self_cache(1, 16)
+        k, v = m.empty_self_cache(1, s_max), m.empty_self_cache(1, s_max)
         tokens = [2]
         for pos in range(n + 1):
             logits = m.decode_step(torch.tensor([tokens[-1]]), torch.tensor([pos]), k, v,
@@ -178,6 +179,18 @@ def test_decode_step_batch_invariance_across_lengths(tiny_artefacts, images, var
                            cross_k, cross_v, cross_mask, torch.arange(3))
     for row in range(3):
         assert (logits[row] - alone[row]).abs().max() <= 1e-5, row
+        if variant == "int8":  # exact integer products and lengths in whole attention quanta: bit for bit
+            assert torch.equal(logits[row], alone[row]), row
+    # What a much longer batch-mate adds in the server: self and cross padding, in whole attention quanta (128 self
+    # positions, 64 more encoder positions): the same logits bit for bit. Lengths that are not whole quanta move
+    # them by ~1e-6 (the attention kernels' sums follow the padded length), which an int8 export's per-row
+    # quantization magnified into flipped tokens.
+    grow = [0, 0, 0, 128 - s_max]
+    wide = m.decode_step(torch.tensor([s[-1] for s in seqs]), torch.tensor(steps),
+                         torch.nn.functional.pad(before_k, grow), torch.nn.functional.pad(before_v, grow),
+                         torch.nn.functional.pad(cross_k, [0, 0, 0, 64]), torch.nn.functional.pad(cross_v, [0, 0, 0, 64]),
+                         torch.nn.functional.pad(cross_mask, [0, 64]), torch.arange(3))
+    assert torch.equal(wide, logits)
     # The step wrote each row's own position in place, nothing beyond it.
     for row, n in enumerate(steps):
         assert self_k[:, row, :, n].abs().sum() > 0

@@ -60,12 +60,29 @@ class EncodedRequest:
     cross_mask: Tensor  # [1, S]
 
 
+# The server pads the self and cross lengths a decode step attends over to multiples of this (see
+# kAttentionLengthQuantum in batching/scheduler.cc: the CPU attention kernels' sums depend on the padded length,
+# and an int8 export's per-row quantization can magnify that into different tokens); the reference does the same,
+# so its steps are bit-identical to the server's.
+ATTENTION_LENGTH_QUANTUM = 16
+
+
+def round_up_to_quantum(n: int) -> int:
+    return -(-n // ATTENTION_LENGTH_QUANTUM) * ATTENTION_LENGTH_QUANTUM
+
+
 def prefill(model, pixel_values: Tensor, input_ids: Tensor) -> EncodedRequest:
-    """image features -> encoder -> cross K/V for one image and one unpadded prompt ``[1, T]``."""
+    """image features -> encoder -> cross K/V for one image and one unpadded prompt ``[1, T]``, the K/V and mask
+    zero-padded to a whole ATTENTION_LENGTH_QUANTUM of encoder positions (the padding masked out)."""
     feats = model.image_features(pixel_values)
     mask = torch.ones(1, feats.shape[1] + input_ids.shape[1], dtype=torch.long)
     enc = model.encode(feats, input_ids, mask)
     k, v = model.cross_kv(enc)
+    pad = round_up_to_quantum(mask.shape[1]) - mask.shape[1]
+    if pad > 0:
+        k = torch.nn.functional.pad(k, [0, 0, 0, pad])
+        v = torch.nn.functional.pad(v, [0, 0, 0, pad])
+        mask = torch.nn.functional.pad(mask, [0, pad])
     return EncodedRequest(k, v, mask)
 
 
@@ -92,7 +109,9 @@ def apply_logits_rules(scores: Tensor, seqs: list[list[int]], p: GenerationParam
 
 
 def _new_cache(model, rows: int, max_len: int) -> tuple[Tensor, Tensor]:
-    return model.empty_self_cache(rows, max_len), model.empty_self_cache(rows, max_len)
+    """Self K/V for ``max_len`` positions, rounded up to a whole ATTENTION_LENGTH_QUANTUM."""
+    n = round_up_to_quantum(max_len)
+    return model.empty_self_cache(rows, n), model.empty_self_cache(rows, n)
 
 
 def greedy(model, req: EncodedRequest, p: GenerationParams) -> Generation:
