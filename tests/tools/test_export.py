@@ -406,23 +406,25 @@ def top1_agreement(art, m, images) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def test_bfloat16_vision_tower_beside_int8(tiny_artefacts, images, tmp_path):
-    """--dtype int8 --vision-dtype bfloat16: the tower's weights in bfloat16, the rest as the int8 export has it;
-    image features still come out in float32, prepacked (oneDNN bf16) or not; one image gives bit-identical
-    features call after call (the CPU server runs the tower one image per call, which keeps the batching
-    contract); and the teacher-forced top-1 agreement with the float32 model stays >= 90% (measured 95/96)."""
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_bfloat16_vision_tower_export(tiny_artefacts, images, tmp_path, dtype):
+    """--dtype int8 (or float32) --vision-dtype bfloat16: the tower's weights in bfloat16, the rest as that export
+    has it; image features still come out in float32, prepacked (oneDNN bf16) or not; one image gives
+    bit-identical features call after call (the CPU server runs the tower one image per call, which keeps the
+    batching contract); and the teacher-forced top-1 agreement with the float32 model stays >= 90% (measured
+    95/96 beside int8)."""
     art = tiny_artefacts[0]
     assert json.loads((art.dir / "config.json").read_text())["vision_dtype"] == "float32"
-    out = exp.export(exp.source_random("tiny", 0), tmp_path / "int8-bf16v", dtype="int8", vision_dtype="bfloat16",
+    out = exp.export(exp.source_random("tiny", 0), tmp_path / f"{dtype}-bf16v", dtype=dtype, vision_dtype="bfloat16",
                      cache_dir=CACHE)
     config = json.loads((out / "config.json").read_text())
-    assert (config["dtype"], config["vision_dtype"]) == ("int8", "bfloat16")
+    assert (config["dtype"], config["vision_dtype"]) == (dtype, "bfloat16")
     m = torch.jit.load(str(out / exp.MODEL_FILE)).eval()
     state = m.state_dict()
     tower = [v.dtype for k, v in state.items() if k.startswith("model.vision_tower.")]
     assert tower and set(tower) == {torch.bfloat16}
     rest = {v.dtype for k, v in state.items() if not k.startswith("model.vision_tower.")}
-    assert rest == {torch.float32, torch.int8}
+    assert rest == ({torch.float32, torch.int8} if dtype == "int8" else {torch.float32})
 
     # The reference: float32 arithmetic on the same (bf16-rounded) tower weights. Rounding the weights alone moves
     # a random tiny tower's output on a real photo by 10-19% (its random blocks amplify it; base: ~4%); bfloat16
