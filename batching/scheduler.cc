@@ -797,9 +797,9 @@ class SchedulerImpl final : public Scheduler {
     UpdateActive();
   }
 
-  // Longest self / cross positions in use by the running sequences.
   // The self and cross lengths a decode step attends over: the longest in
-  // use, padded to kAttentionLengthQuantum (the pool holds whole quanta).
+  // use by the running sequences, padded to kAttentionLengthQuantum (the pool
+  // holds whole quanta).
   std::pair<int64_t, int64_t> LengthsInUse() const {
     int64_t self_len = 1;
     int64_t cross_len = 1;
