@@ -12,7 +12,7 @@ APT_PACKAGES := build-essential cmake ninja-build pkg-config git \
 	'python3 --version=python3' 'python3 -m venv --help=python3-venv' 'npm --version=npm' \
 	libabsl-dev nlohmann-json3-dev libssl-dev libgtest-dev libgmock-dev libspdlog-dev \
 	libgoogle-perftools-dev libjpeg62-turbo-dev libpng-dev libwebp-dev libtiff-dev zlib1g-dev \
-	libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler prometheus-cpp-dev openssl clang nginx
+	libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler prometheus-cpp-dev openssl clang nginx nghttp2-client
 
 .PHONY: setup build test test-cpp test-python model serve image clean
 

@@ -20,7 +20,10 @@ over four photos and a scanned page. Phases, each alone on the machine, in this 
   its bandwidth bound (decoder + lm_head weights + one request's cross-attention K/V ÷ bandwidth).
 - **ours**: florence2-server on loopback, one warm-up request per task, then the set from `--clients`
   concurrent clients (server_throughput.run_concurrent); null work: an empty Caption (INVALID_ARGUMENT) from
-  ghz, 128 calls in flight, for --null-seconds.
+  ghz, 128 calls in flight, for --null-seconds; then the same call from h2load (nghttp2's HTTP/2 load
+  generator, one C thread, 128 in flight), whose per-call CPU is small enough that the server, not the
+  client, sets the rate on 2 cores (ghz's ~90 µs per call caps both servers' rates well below what ours
+  serves). Both servers' own counts of INVALID_ARGUMENT answers are checked against h2load's.
 - **(a)** transformers `generate()` one request at a time, in this process (processor included in the time).
 - **(b)** transformers batched `generate()`: requests of one task batched together (same prompt, same forced
   length) at each of `--batch-sizes`; the best one is the baseline.
@@ -227,8 +230,11 @@ class HfGrpcServer:
         self.port_file = workdir / "hf_server.port"
         self.port_file.unlink(missing_ok=True)
         self.log = (workdir / "hf_grpc_server.log").open("wb")
+        self.stats_file = workdir / "hf_server.stats.json"
+        self.stats_file.unlink(missing_ok=True)
         self.proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "hf_grpc_server.py"), "--model",
                                       str(model_dir), "--port-file", str(self.port_file), "--threads", str(threads),
+                                      "--stats-file", str(self.stats_file),
                                       "--device", device, "--dtype", dtype],
                                      stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + st.START_TIMEOUT_S
@@ -244,6 +250,10 @@ class HfGrpcServer:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
         self.log.close()
+
+    def invalid_arguments(self) -> int:
+        """Calls it answered INVALID_ARGUMENT for a missing image (written at exit: after stop())."""
+        return json.loads(self.stats_file.read_text())["invalid_argument_no_image"]
 
 
 def null_work_ghz(address: str, pid: int, seconds: float, out: Path) -> dict[str, Any]:
@@ -265,6 +275,42 @@ def null_work_ghz(address: str, pid: int, seconds: float, out: Path) -> dict[str
     return {"seconds": seconds, "client": "ghz -c 128 --connections 4", "calls": report["count"], "codes": codes,
             "rpc_per_s": report["rps"],
             "server_cpu_us_per_rpc": 1e6 * server_cpu / report["count"] if report["count"] else None}
+
+
+H2LOAD = "h2load"  # nghttp2's HTTP/2 load generator (Debian nghttp2-client), installed by tools/setup/apt.sh
+H2LOAD_CLIENT = ["-t", "1", "-c", "4", "-m", "32"]  # one client thread, 4 connections x 32 streams = 128 in flight
+
+
+def null_work_h2load(address: str, pid: int, calls: int, out: Path) -> dict[str, Any]:
+    """The same empty CaptionRequest as null_work_ghz, as `calls` raw gRPC POSTs from h2load: one C thread,
+    128 in flight, at a few µs of client CPU per call against ghz's ~90, so the server, not the client, is what
+    it measures. h2load checks HTTP, not gRPC: it counts the HTTP/2 responses (a gRPC error is a trailers-only
+    HTTP 200), and the caller checks the servers' own counts of INVALID_ARGUMENT answers against `done`."""
+    import psutil
+    import re
+
+    body = out.with_suffix(".body")
+    body.write_bytes(b"\x00\x00\x00\x00\x00")  # gRPC message frame: not compressed, 0 bytes (an empty message)
+    server = psutil.Process(pid)
+    cpu0 = server.cpu_times()
+    start = time.perf_counter()
+    text = subprocess.run([H2LOAD, "-n", str(calls), *H2LOAD_CLIENT, "-d", str(body),
+                           "-H", "content-type: application/grpc", "-H", "te: trailers",
+                           f"http://{address}/florence.v1.Florence/Caption"],
+                          check=True, capture_output=True, text=True).stdout
+    wall = time.perf_counter() - start
+    cpu1 = server.cpu_times()
+    out.write_text(text)
+    req = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                    r"(\d+) errored, (\d+) timeout", text)
+    rate = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", text)
+    if not req or not rate:
+        raise RuntimeError(f"unexpected h2load output (in {out}):\n{text}")
+    done, succeeded = int(req.group(3)), int(req.group(4))
+    server_cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    return {"client": "h2load " + " ".join(H2LOAD_CLIENT), "calls": calls, "done": done,
+            "http_2xx": succeeded, "rpc_per_s": float(rate.group(1)), "wall_s": wall,
+            "server_cpu_us_per_rpc": 1e6 * server_cpu / done if done else None}
 
 
 # ---- Report ---------------------------------------------------------------------------------------------------
@@ -295,6 +341,11 @@ def markdown(r: dict[str, Any]) -> str:
                   f"server CPU per call: ours {r['ours_null']['server_cpu_us_per_rpc']:.0f} µs, "
                   f"(c) {r['c_null']['server_cpu_us_per_rpc']:.0f} µs → "
                   f"{r['c_null']['server_cpu_us_per_rpc'] / r['ours_null']['server_cpu_us_per_rpc']:.1f}x less."]
+    if "c_null_h2load" in r:
+        o, c = r["ours_null_h2load"], r["c_null_h2load"]
+        lines += [f"Null work, h2load ({o['client']}): ours {o['rpc_per_s']:.0f} RPC/s, (c) {c['rpc_per_s']:.0f} RPC/s → "
+                  f"{o['rpc_per_s'] / c['rpc_per_s']:.1f}x; server CPU per call: ours {o['server_cpu_us_per_rpc']:.0f} µs, "
+                  f"(c) {c['server_cpu_us_per_rpc']:.0f} µs."]
     if "a" in r:
         lines += ["", f"Token ids, (a) vs ours ({r.get('dtype', 'float32')}): {r['a']['token_matches']}/{r['requests']} "
                   f"requests identical, {100 * r['a']['token_agreement']:.1f}% of token positions agree."]
@@ -375,10 +426,31 @@ def main() -> int:
             problems.extend(st.check_outcomes(name, requests, outcomes))
             result[name] = st.phase_summary(wall, outcomes)
             if args.null_seconds > 0:
-                result[f"{name}_null"] = null_work_ghz(server.address, server.proc.pid, args.null_seconds,
-                                                       args.out.parent / f"null_{name}.json")
+                ghz = result[f"{name}_null"] = null_work_ghz(server.address, server.proc.pid, args.null_seconds,
+                                                             args.out.parent / f"null_{name}.json")
+                before = server.invalid_arguments() if isinstance(server, st.Server) else None
+                # h2load runs a fixed count (so the servers' counts can be checked exactly): ~2x ghz's duration
+                # at ghz's rate, about --null-seconds at h2load's.
+                calls = max(1000, int(2 * ghz["rpc_per_s"] * args.null_seconds))
+                h2 = result[f"{name}_null_h2load"] = null_work_h2load(server.address, server.proc.pid, calls,
+                                                                      args.out.parent / f"null_{name}_h2load.txt")
+                if isinstance(server, st.Server):
+                    h2["server_counted"] = int(server.invalid_arguments() - before)
         finally:
             server.stop()
+        if args.null_seconds > 0:
+            h2, ghz = result[f"{name}_null_h2load"], result[f"{name}_null"]
+            if isinstance(server, HfGrpcServer):
+                # Counted over both clients: ghz's INVALID_ARGUMENT answers, h2load's, and up to the 128 calls
+                # ghz had in flight at its deadline, which the server may still have answered.
+                ghz_ia = ghz["codes"].get("InvalidArgument", 0)
+                h2["server_counted"] = server.invalid_arguments() - ghz_ia
+                slack = 128
+            else:
+                slack = 0
+            if not (h2["http_2xx"] == h2["calls"] and 0 <= h2["server_counted"] - h2["done"] <= slack):
+                problems.append(f"{name} null work: h2load sent {h2['calls']}, {h2['http_2xx']} HTTP 2xx, but the "
+                                f"server answered {h2['server_counted']} with INVALID_ARGUMENT")
         return outcomes
 
     print("== ours", flush=True)
@@ -428,6 +500,9 @@ def main() -> int:
         result["ratios"]["null_work_vs_c"] = result["ours_null"]["rpc_per_s"] / result["c_null"]["rpc_per_s"]
         result["ratios"]["null_cpu_per_call_c_over_ours"] = (result["c_null"]["server_cpu_us_per_rpc"]
                                                              / result["ours_null"]["server_cpu_us_per_rpc"])
+    if "c_null_h2load" in result:
+        result["ratios"]["null_work_vs_c_h2load"] = (result["ours_null_h2load"]["rpc_per_s"]
+                                                     / result["c_null_h2load"]["rpc_per_s"])
     result["problems"] = problems
     args.out.write_text(json.dumps(result, indent=1))
     print(markdown(result))

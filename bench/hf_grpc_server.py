@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
+import json
 import signal
 import sys
 import threading
@@ -68,9 +70,11 @@ class Servicer:
     def __init__(self, stubs: florence_client.Stubs, hf: HfFlorence) -> None:
         self.pb = stubs.pb2
         self.hf = hf
+        self.invalid_argument = itertools.count()  # next() is atomic under the GIL; read at exit (--stats-file)
 
     def _run(self, request, context, prompt: str):
         if not request.image.encoded:
+            next(self.invalid_argument)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "image.encoded is empty: send JPEG/PNG/... bytes")
         try:
             image = Image.open(io.BytesIO(request.image.encoded)).convert("RGB")
@@ -126,6 +130,8 @@ def main() -> int:
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--port", type=int, default=0, help="on 127.0.0.1; 0 = any free port")
     ap.add_argument("--port-file", type=Path, required=True)
+    ap.add_argument("--stats-file", type=Path, help="written at exit: calls answered INVALID_ARGUMENT for a missing "
+                    "image (the null-work call), JSON")
     ap.add_argument("--workers", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     ap.add_argument("--device", default="cpu", help="torch device of the model: cpu, cuda")
@@ -151,6 +157,8 @@ def main() -> int:
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     server.stop(grace=5).wait()
+    if args.stats_file:
+        args.stats_file.write_text(json.dumps({"invalid_argument_no_image": next(servicer.invalid_argument)}) + "\n")
     return 0
 
 

@@ -302,6 +302,10 @@ class Server:
         with urllib.request.urlopen(url, timeout=30) as response:
             return response.read().decode()
 
+    def invalid_arguments(self) -> int:
+        """Caption calls answered INVALID_ARGUMENT so far (the null-work call), from /metrics."""
+        return int(metric_totals(self.scrape()).get("caption_invalid_argument", 0))
+
     def stop(self) -> int | None:
         if self.proc is None:
             return None
