@@ -216,10 +216,10 @@ def test_decode_step_batch_invariance_across_lengths(tiny_artefacts, images, var
 
 @torch.no_grad()
 def test_prepacked_paths_equal_plain(tiny_artefacts, images):
-    """pack_for_cpu switches the vision tower, and decode_step from PACKED_*_MIN_ROWS rows on, to
-    oneDNN-prepacked weights: image features equal the plain path's (<= 1e-4), and at batch sizes below, between
-    and above the thresholds so do the logits (<= 1e-4, same argmax) and the cache the step writes."""
-    from tools.florence2.model import PACKED_LAYERS_MIN_ROWS, PACKED_LM_HEAD_MIN_ROWS, Florence2ForServing
+    """pack_for_cpu switches the vision tower, and decode_step from PACKED_*_MIN_ROWS rows on (now every step),
+    to oneDNN-prepacked weights: image features equal the plain path's (<= 1e-4), and at one row, a beam-3
+    request's three and larger batches so do the logits (<= 1e-4, same argmax) and the cache the step writes."""
+    from tools.florence2.model import Florence2ForServing
 
     art = tiny_artefacts[0]
     # The exported random weights have zero biases; give every bias (and the logits bias) values, so a packed
@@ -238,7 +238,8 @@ def test_prepacked_paths_equal_plain(tiny_artefacts, images):
     feats = plain.image_features(px)
     assert (packed.image_features(px) - feats).abs().max() <= 1e-4
     req = G.prefill(plain, px, text)
-    sizes = [1, PACKED_LM_HEAD_MIN_ROWS - 1, PACKED_LM_HEAD_MIN_ROWS, PACKED_LAYERS_MIN_ROWS, 3 * 5]
+    assert packed.packed_lm_head_min_rows == 1 and packed.packed_layers_min_rows == 1
+    sizes = [1, 3, 4, 8, 3 * 5]
     for rows in sizes:
         groups = -(-rows // 3)
         cross_rows = torch.arange(groups).repeat_interleave(3)[:rows]

@@ -30,12 +30,13 @@ from .config import Florence2Arch
 # ----------------------------------------------------------------------------- oneDNN-prepacked linear layers
 # (Florence2ForServing.pack_for_cpu; a module whose ``packed`` list is empty runs its plain nn.Linear layers)
 
-# Fewest decode rows for which decode_step takes the prepacked weights (pack_for_cpu). Below them the plain GEMM
-# streams the weight at full memory bandwidth and wins; from them on it re-packs the weight on every call and the
-# prepacked one wins (measured on the 2-core CI machine, base sizes: lm_head 51328x768 from 4 rows, 768/3072-wide
-# decoder layers from 8; docs/PERFORMANCE.md).
-PACKED_LM_HEAD_MIN_ROWS = 4
-PACKED_LAYERS_MIN_ROWS = 8
+# Fewest decode rows for which decode_step takes the prepacked weights (pack_for_cpu): every step. On an Intel
+# Xeon (AVX-512, AMX) the plain GEMM re-packs the weight on every call and the prepacked one wins from 4 rows
+# (lm_head) / 8 rows (layers), the two paths level below that (1.02-1.04x); on an AMD EPYC (Zen 3, AVX2) the plain
+# (MKL) path is slower at every size, 1.95x at 3 rows, a beam-3 request's step (docs/PERFORMANCE.md). Module
+# attributes: a host may raise them.
+PACKED_LM_HEAD_MIN_ROWS = 1
+PACKED_LAYERS_MIN_ROWS = 1
 
 
 def _pack(weight: Tensor, rows: int) -> Tensor:
