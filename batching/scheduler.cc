@@ -516,21 +516,26 @@ class SchedulerImpl final : public Scheduler {
       }
       image = &raw;
     } else {
-      absl::StatusOr<engine::RgbImage> d =
-          engine::DecodeImage(r.encoded_image, options_.decode_limits);
+      engine::DecodeLimits limits = options_.decode_limits;
+      if (options_.jpeg_scaled_decode) {  // no smaller than the model's input
+        limits.jpeg_scaled_min_side = static_cast<int>(dir_.preprocess.size);
+      }
+      absl::StatusOr<engine::RgbImage> d = engine::DecodeImage(r.encoded_image, limits);
       if (!d.ok()) {
         return absl::Status(d.status().code(), absl::StrCat("image: ", d.status().message()));
       }
       decoded = *std::move(d);
       image = &decoded;
     }
-    job.width = image->width;
-    job.height = image->height;
+    // Coordinates (prompt regions, results) refer to the file's own size,
+    // also when a JPEG was decoded at reduced scale.
+    job.width = engine::SourceWidth(*image);
+    job.height = engine::SourceHeight(*image);
     const bool letterbox = options_.image_mode == Options::ImageMode::kLetterbox;
     // Letterbox: prompts quantize regions against the square canvas (side
     // max(W, H) in original pixels), after checking them against the image.
-    job.coord_width = letterbox ? std::max(image->width, image->height) : image->width;
-    job.coord_height = letterbox ? std::max(image->width, image->height) : image->height;
+    job.coord_width = letterbox ? std::max(job.width, job.height) : job.width;
+    job.coord_height = letterbox ? std::max(job.width, job.height) : job.height;
     for (size_t i = 0; i < r.tasks.size(); ++i) {
       const TaskInput& t = r.tasks[i];
       const std::string where =
@@ -1061,6 +1066,10 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::CreateWithModel(
   FLORENCE_RETURN_IF_ERROR(engine::ValidatePreprocessConfig(dir.preprocess));
   FLORENCE_ASSIGN_OR_RETURN(std::unique_ptr<engine::Tokenizer> tokenizer,
                             engine::Tokenizer::FromFile(dir.tokenizer_path));
+  if (options.image_mode == Options::ImageMode::kLetterbox && options.jpeg_scaled_decode) {
+    return absl::InvalidArgumentError(
+        "reduced-scale JPEG decoding works with the resize image mode only, not letterbox");
+  }
   if (options.image_mode == Options::ImageMode::kLetterbox && LetterboxPatch(dir) == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "letterbox image mode needs the image tokens to form a square grid over the canvas; this model "

@@ -147,6 +147,12 @@ class Scheduler {
     enum class ImageMode { kResize, kLetterbox };
     ImageMode image_mode = ImageMode::kResize;
     engine::DecodeLimits decode_limits;
+    // Opt-in (kResize only): a JPEG larger than twice the model's input side
+    // is decoded at 1/2, 1/4 or 1/8 scale by libjpeg's DCT scaling, never
+    // below the input side, then resized as usual (engine/image/decode.h
+    // DecodeLimits::jpeg_scaled_min_side). Faster for large photos; the pixels
+    // then differ from transformers' preprocessing (docs/PERFORMANCE.md).
+    bool jpeg_scaled_decode = false;
   };
 
   // Loads the model directory (checksums, tokenizer, TorchScript model on

@@ -41,13 +41,35 @@ struct RgbImage {
   int width = 0;
   int height = 0;
   std::vector<uint8_t> rgb;  // size 3 * width * height
+  // The encoded image's own size when it was decoded at reduced scale
+  // (DecodeLimits::jpeg_scaled_min_side); 0 = width x height. Coordinates
+  // refer to the source size.
+  int source_width = 0;
+  int source_height = 0;
 };
+
+// The size an image's coordinates refer to: its source size if it was decoded
+// at reduced scale, else its own.
+inline int SourceWidth(const RgbImage& image) {
+  return image.source_width > 0 ? image.source_width : image.width;
+}
+inline int SourceHeight(const RgbImage& image) {
+  return image.source_height > 0 ? image.source_height : image.height;
+}
 
 // Bounds checked before any pixel buffer is allocated.
 struct DecodeLimits {
   int64_t max_pixels = int64_t{64}
                        << 20;  // width * height (64 Mpx: 192 MiB of RGB)
   int64_t max_bytes = int64_t{64} << 20;  // size of the encoded file
+  // JPEG only, opt-in (0 = off, the default: full size, PIL's pixels): > 0
+  // lets the decoder use libjpeg's DCT scaling, decoding at 1/2, 1/4 or 1/8 of
+  // the size (the smallest of them that keeps both sides >= this), which
+  // skips most of the inverse DCT and colour conversion of a large photo. The
+  // pixels then differ from a full decode followed by the same resize (not
+  // transformers' preprocessing: no parity); source_width/height keep the
+  // file's size. The pixel limit still applies to the file's size.
+  int jpeg_scaled_min_side = 0;
 };
 
 // Decodes an encoded image. The format is sniffed from the leading bytes; the

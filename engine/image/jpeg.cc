@@ -139,6 +139,30 @@ bool ReadPixels(JpegContext* ctx, uint8_t* out, uint8_t* scratch) {
   return true;
 }
 
+// The largest DCT scaling denominator (8, 4, 2, else 1) that keeps both sides
+// of a width x height image at least min_side (libjpeg rounds the scaled
+// sides up). 1 when min_side <= 0.
+int ScaleDenominator(int64_t width, int64_t height, int min_side) {
+  if (min_side <= 0) return 1;
+  for (int denom : {8, 4, 2}) {
+    if ((width + denom - 1) / denom >= min_side &&
+        (height + denom - 1) / denom >= min_side) {
+      return denom;
+    }
+  }
+  return 1;
+}
+
+// Sets the output scale 1/denom and computes output_width/height, the size
+// jpeg_start_decompress will then use. False on error.
+bool SetScale(JpegContext* ctx, int denom) {
+  if (setjmp(ctx->err.jump)) return false;
+  ctx->cinfo.scale_num = 1;
+  ctx->cinfo.scale_denom = static_cast<unsigned int>(denom);
+  jpeg_calc_output_dimensions(&ctx->cinfo);
+  return true;
+}
+
 absl::Status JpegError(const ErrorManager& err) {
   if (err.hit_eof) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -165,9 +189,17 @@ absl::StatusOr<RgbImage> DecodeJpeg(absl::string_view bytes,
   }
   FLORENCE_RETURN_IF_ERROR(CheckDimensions("JPEG", ctx.cinfo.image_width,
                                            ctx.cinfo.image_height, limits));
-  RgbImage image = AllocateRgb(static_cast<int>(ctx.cinfo.image_width),
-                               static_cast<int>(ctx.cinfo.image_height));
-  std::vector<uint8_t> scratch(size_t{4} * ctx.cinfo.image_width);
+  const int denom = ScaleDenominator(ctx.cinfo.image_width,
+                                     ctx.cinfo.image_height,
+                                     limits.jpeg_scaled_min_side);
+  if (!SetScale(&ctx, denom)) return JpegError(ctx.err);
+  RgbImage image = AllocateRgb(static_cast<int>(ctx.cinfo.output_width),
+                               static_cast<int>(ctx.cinfo.output_height));
+  if (denom > 1) {
+    image.source_width = static_cast<int>(ctx.cinfo.image_width);
+    image.source_height = static_cast<int>(ctx.cinfo.image_height);
+  }
+  std::vector<uint8_t> scratch(size_t{4} * ctx.cinfo.output_width);
   if (!ReadPixels(&ctx, image.rgb.data(), scratch.data()) || ctx.err.hit_eof) {
     return JpegError(ctx.err);
   }

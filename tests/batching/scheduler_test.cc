@@ -20,9 +20,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "engine/image/decode.h"
 #include "engine/model_dir.h"
 #include "engine/pipeline/runtime.h"
 #include "engine/torchscript_model.h"
+#include "tests/engine/image/jpeg_writer.h"
 #include "tests/fakes/failing_backend.h"
 
 namespace florence::batching {
@@ -623,6 +625,48 @@ TEST_F(SchedulerTest, LetterboxKeepsTheAspectRatioAndTheBatchingContract) {
   ASSERT_TRUE(scheduler->Submit(std::move(outside), &bad).ok());
   EXPECT_EQ(bad.Wait().status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.Wait().status().message(), HasSubstr("outside the image"));
+}
+
+// Opt-in reduced-scale JPEG decoding: a large JPEG is decoded at 1/2 (no
+// side below the model's 768), yet its coordinates (the region in the prompt,
+// the result's size) are the file's own; a small JPEG and other formats answer
+// exactly as without the option; letterbox mode refuses it.
+TEST_F(SchedulerTest, ScaledJpegDecodeKeepsTheFileSizeForCoordinates) {
+  Scheduler::Options options;
+  options.jpeg_scaled_decode = true;
+  auto scheduler = Make(options);
+  ASSERT_NE(scheduler, nullptr);
+  absl::StatusOr<engine::RgbImage> small = engine::DecodeImage(ReadFile("astronaut.jpg"));
+  ASSERT_TRUE(small.ok()) << small.status();
+  Request big;
+  big.id = "large jpeg";
+  big.encoded_image = testdata::EncodeJpeg(testdata::MakeLargePhoto(*small, 2000, 1600, 6), 90);
+  // Inside 2000x1600, outside the 1000x800 the decoder produces.
+  big.tasks.push_back({Task::kRegionToCategory, "", engine::RegionBox{1500, 1200, 1900, 1550}});
+  big.tasks.push_back({Task::kObjectDetection, "", std::nullopt});
+  big.num_beams = 1;
+  big.max_new_tokens = 32;
+  Collector sink;
+  ASSERT_TRUE(scheduler->Submit(std::move(big), &sink).ok());
+  ASSERT_TRUE(sink.Wait().ok()) << sink.Wait().status();
+  for (const TaskOutput& out : *sink.Wait()) {
+    EXPECT_EQ(out.image_width, 2000);
+    EXPECT_EQ(out.image_height, 1600);
+  }
+
+  for (const Case& c : {Case{"astronaut.jpg", Task::kObjectDetection, "", std::nullopt, 3, 24},
+                        Case{"coffee.png", Task::kObjectDetection, "", std::nullopt, 3, 24}}) {
+    Collector same;
+    ASSERT_TRUE(scheduler->Submit(MakeRequest(c), &same).ok());
+    ASSERT_TRUE(same.Wait().ok()) << same.Wait().status();
+    EXPECT_EQ(same.Wait()->front().token_ids, Alone(*runtime_, c).token_ids) << c.image;
+  }
+
+  options.image_mode = Scheduler::Options::ImageMode::kLetterbox;
+  auto refused = Scheduler::Create(LocModelDir(), options, nullptr);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("resize image mode"));
 }
 
 }  // namespace

@@ -16,6 +16,9 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "engine/image/encode_png.h"
+#include "engine/image/preprocess.h"
+#include "tests/engine/image/jpeg_writer.h"
 #include "tests/engine/image/vectors.h"
 
 namespace florence::engine {
@@ -86,6 +89,62 @@ TEST(ImageDecodeTest, PngMatchesPil) { CheckFormat("png", 0, 0); }
 TEST(ImageDecodeTest, WebpMatchesPil) { CheckFormat("webp", 0, 0); }
 TEST(ImageDecodeTest, BmpMatchesPil) { CheckFormat("bmp", 0, 0); }
 TEST(ImageDecodeTest, TiffMatchesPil) { CheckFormat("tiff", 0, 0); }
+
+// Opt-in reduced-scale JPEG decoding (DecodeLimits::jpeg_scaled_min_side):
+// libjpeg's DCT scaling by the largest of 8, 4, 2 that keeps both sides at
+// least the minimum (rounded up as libjpeg does), the file's own size kept as
+// the source size; without the option, or when even half would be too small,
+// the file decodes in full.
+TEST(ImageDecodeTest, ScaledJpegDecodeKeepsBothSidesAtLeastTheMinimum) {
+  const std::string jpeg =
+      testdata::EncodeJpeg(testdata::MakeLargePhoto(testdata::LargestJpegPhoto(Vectors()), 3264, 2448, 6), 90);
+  absl::StatusOr<RgbImage> full = DecodeImage(jpeg);
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(full->width, 3264);
+  EXPECT_EQ(full->source_width, 0);
+  struct Case {
+    int min_side;
+    int denom;
+  };
+  for (const Case c : {Case{0, 1}, Case{768, 2}, Case{600, 4}, Case{300, 8}, Case{409, 4},
+                       Case{1225, 1}}) {
+    SCOPED_TRACE(absl::StrCat("min side ", c.min_side));
+    DecodeLimits limits;
+    limits.jpeg_scaled_min_side = c.min_side;
+    absl::StatusOr<RgbImage> image = DecodeImage(jpeg, limits);
+    ASSERT_TRUE(image.ok()) << image.status();
+    EXPECT_EQ(image->width, (3264 + c.denom - 1) / c.denom);
+    EXPECT_EQ(image->height, (2448 + c.denom - 1) / c.denom);
+    EXPECT_EQ(image->rgb.size(), size_t{3} * image->width * image->height);
+    EXPECT_EQ(SourceWidth(*image), 3264);
+    EXPECT_EQ(SourceHeight(*image), 2448);
+    EXPECT_EQ(image->source_width, c.denom > 1 ? 3264 : 0);
+    if (c.denom == 1) {
+      EXPECT_EQ(image->rgb, full->rgb);
+    }
+  }
+  // Every JPEG vector is smaller than twice the model's 768: with the option
+  // it decodes exactly as without it (PIL's pixels).
+  DecodeLimits at768;
+  at768.jpeg_scaled_min_side = 768;
+  for (const GoodImage& v : Vectors().good) {
+    if (v.format != "jpeg") continue;
+    SCOPED_TRACE(v.name);
+    absl::StatusOr<RgbImage> image = DecodeImage(ReadFileBytes(v.file), at768);
+    ASSERT_TRUE(image.ok()) << image.status();
+    EXPECT_EQ(image->width, v.width);
+    EXPECT_EQ(image->source_width, 0);
+    EXPECT_EQ(Compare(image->rgb, ReadFileBytes(v.rgb)).max, 0);
+  }
+  // Other formats ignore it: the same large photo as PNG decodes in full.
+  absl::StatusOr<std::string> png = EncodePng8(full->rgb, full->width, full->height, 3);
+  ASSERT_TRUE(png.ok()) << png.status();
+  absl::StatusOr<RgbImage> from_png = DecodeImage(*png, at768);
+  ASSERT_TRUE(from_png.ok()) << from_png.status();
+  EXPECT_EQ(from_png->width, 3264);
+  EXPECT_EQ(from_png->source_width, 0);
+  EXPECT_EQ(from_png->rgb, full->rgb);
+}
 
 TEST(ImageDecodeTest, RejectsBrokenInputs) {
   ASSERT_FALSE(Vectors().bad.empty());

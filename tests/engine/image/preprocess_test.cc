@@ -16,6 +16,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "openssl/evp.h"
+#include "tests/engine/image/jpeg_writer.h"
 #include "tests/engine/image/vectors.h"
 
 namespace florence::engine {
@@ -141,6 +142,32 @@ TEST(ImagePreprocessTest, MatchesTheProcessorEndToEnd) {
     }
   }
   std::printf("  %d vectors compared in full, %d by hash\n", full, hashed);
+}
+
+// The opt-in reduced-scale JPEG decode (DecodeLimits::jpeg_scaled_min_side)
+// is not transformers' preprocessing; how far it moves the model's input: a
+// large photo (with grain) decoded in full and at 1/2 (the 768 minimum), each
+// resized and normalized as usual.
+TEST(ImagePreprocessTest, ScaledJpegDecodeStaysCloseToTheFullDecode) {
+  const PreprocessConfig& config = Vectors().preprocess;
+  const std::string jpeg = testdata::EncodeJpeg(
+      testdata::MakeLargePhoto(testdata::LargestJpegPhoto(Vectors()), 3264, 2448, 6), 90);
+  absl::StatusOr<RgbImage> full = DecodeImage(jpeg);
+  ASSERT_TRUE(full.ok()) << full.status();
+  DecodeLimits limits;
+  limits.jpeg_scaled_min_side = static_cast<int>(config.size);
+  absl::StatusOr<RgbImage> scaled = DecodeImage(jpeg, limits);
+  ASSERT_TRUE(scaled.ok()) << scaled.status();
+  ASSERT_LT(scaled->width, full->width);
+  absl::StatusOr<std::vector<float>> want = Preprocess(*full, config);
+  absl::StatusOr<std::vector<float>> got = Preprocess(*scaled, config);
+  ASSERT_TRUE(want.ok() && got.ok());
+  const FloatDiff d = Compare(*got, *want);
+  // One 8-bit level is 1 / 255 / std ~= 0.017 in normalized units.
+  std::printf("  3264x2448 JPEG decoded at %dx%d: max|d| %.3g  mean|d| %.3g  (%.2f levels)\n",
+              scaled->width, scaled->height, d.max, d.mean, d.mean * 255 * 0.226);
+  EXPECT_GT(d.differing, 0);  // really another path
+  EXPECT_LE(d.mean, 1.0 / 255 / 0.229);  // on average under one level (measured: 0.31)
 }
 
 // Noise in every combination of up/down/same per axis (both pass orders),

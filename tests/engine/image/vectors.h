@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/image/decode.h"
 #include "engine/model_dir.h"
 #include "nlohmann/json.hpp"
 
@@ -138,6 +139,26 @@ inline std::vector<float> ReadFloats(const std::string& path) {
   std::vector<float> out(bytes.size() / sizeof(float));
   std::memcpy(out.data(), bytes.data(), out.size() * sizeof(float));
   return out;
+}
+
+// PIL's pixels of the largest RGB JPEG photo among the vectors (the source of
+// the large photos that tests/engine/image/jpeg_writer.h makes); empty if
+// there is none.
+inline engine::RgbImage LargestJpegPhoto(const ImageVectors& vectors) {
+  const GoodImage* best = nullptr;
+  for (const GoodImage& v : vectors.good) {
+    if (v.format == "jpeg" && v.pil_mode == "RGB" &&
+        (best == nullptr || int64_t{v.width} * v.height > int64_t{best->width} * best->height)) {
+      best = &v;
+    }
+  }
+  engine::RgbImage image;
+  if (best == nullptr) return image;
+  image.width = best->width;
+  image.height = best->height;
+  const std::string bytes = ReadFileBytes(best->rgb);
+  image.rgb.assign(bytes.begin(), bytes.end());
+  return image;
 }
 
 }  // namespace florence::testdata
