@@ -23,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/image/decode.h"
 #include "engine/image/preprocess.h"
+#include "tests/engine/image/florence2_config.h"
 #include "tests/engine/image/jpeg_writer.h"
 
 namespace {
@@ -31,16 +32,6 @@ using florence::engine::DecodeImage;
 using florence::engine::DecodeLimits;
 using florence::engine::PreprocessConfig;
 using florence::engine::RgbImage;
-
-PreprocessConfig Florence2Config() {
-  PreprocessConfig config;
-  config.size = 768;
-  config.resample = "bicubic";
-  config.rescale_factor = 1.0 / 255.0;
-  config.mean = {0.485, 0.456, 0.406};
-  config.std = {0.229, 0.224, 0.225};
-  return config;
-}
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -83,7 +74,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s: %s\n", source_path.c_str(), source.status().ToString().c_str());
     return 1;
   }
-  const PreprocessConfig config = Florence2Config();
+  const PreprocessConfig config = florence::testdata::Florence2PreprocessConfig();
   DecodeLimits scaled_limits;
   scaled_limits.jpeg_scaled_min_side = static_cast<int>(config.size);
   std::vector<float> full_out(florence::engine::PreprocessedSize(config));

@@ -6,19 +6,10 @@
 #include <vector>
 
 #include "engine/image/preprocess.h"
+#include "tests/engine/image/florence2_config.h"
 
 namespace florence::engine {
 namespace {
-
-PreprocessConfig Florence2Config() {
-  PreprocessConfig c;
-  c.size = 768;
-  c.resample = "bicubic";
-  c.rescale_factor = 1.0 / 255;
-  c.mean = {0.485, 0.456, 0.406};
-  c.std = {0.229, 0.224, 0.225};
-  return c;
-}
 
 // A deterministic, non-uniform photo-like pattern.
 RgbImage Pattern(int w, int h) {
@@ -38,7 +29,7 @@ RgbImage Pattern(int w, int h) {
 }
 
 TEST(Letterbox, LandscapeFillsTheWidthAndPadsTheBottom) {
-  const PreprocessConfig config = Florence2Config();
+  const PreprocessConfig config = testdata::Florence2PreprocessConfig();
   const RgbImage image = Pattern(600, 400);
   std::vector<float> out(PreprocessedSize(config), 123.0f);
   auto box = PreprocessLetterboxInto(image, config, absl::MakeSpan(out));
@@ -76,7 +67,7 @@ TEST(Letterbox, LandscapeFillsTheWidthAndPadsTheBottom) {
 }
 
 TEST(Letterbox, PortraitPadsTheRightAndPartialCellsCount) {
-  const PreprocessConfig config = Florence2Config();
+  const PreprocessConfig config = testdata::Florence2PreprocessConfig();
   std::vector<float> out(PreprocessedSize(config));
   auto box = PreprocessLetterboxInto(Pattern(191, 384), config, absl::MakeSpan(out));
   ASSERT_TRUE(box.ok());
@@ -90,7 +81,7 @@ TEST(Letterbox, PortraitPadsTheRightAndPartialCellsCount) {
 }
 
 TEST(Letterbox, ASquareImageIsExactlyTheResizePath) {
-  const PreprocessConfig config = Florence2Config();
+  const PreprocessConfig config = testdata::Florence2PreprocessConfig();
   const RgbImage image = Pattern(300, 300);
   std::vector<float> letterbox(PreprocessedSize(config));
   std::vector<float> resize(PreprocessedSize(config));
@@ -104,7 +95,7 @@ TEST(Letterbox, ASquareImageIsExactlyTheResizePath) {
 }
 
 TEST(Letterbox, BadInputIsInvalidArgument) {
-  const PreprocessConfig config = Florence2Config();
+  const PreprocessConfig config = testdata::Florence2PreprocessConfig();
   std::vector<float> out(10);
   EXPECT_EQ(PreprocessLetterboxInto(Pattern(4, 4), config, absl::MakeSpan(out)).status().code(),
             absl::StatusCode::kInvalidArgument);

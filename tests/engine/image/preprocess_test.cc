@@ -16,6 +16,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "openssl/evp.h"
+#include "tests/engine/image/florence2_config.h"
 #include "tests/engine/image/jpeg_writer.h"
 #include "tests/engine/image/vectors.h"
 
@@ -29,16 +30,6 @@ using ::florence::testdata::ReadFloats;
 using ::testing::HasSubstr;
 
 const ImageVectors& Vectors() { return testdata::SharedImageVectors(); }
-
-PreprocessConfig Florence2Config() {
-  PreprocessConfig config;
-  config.size = 768;
-  config.resample = "bicubic";
-  config.rescale_factor = 1.0 / 255.0;
-  config.mean = {0.485, 0.456, 0.406};
-  config.std = {0.229, 0.224, 0.225};
-  return config;
-}
 
 struct FloatDiff {
   double max = 0;
@@ -235,7 +226,7 @@ TEST(ImagePreprocessTest, NormalizesPerChannel) {
   RgbImage image;
   image.width = image.height = 1;
   image.rgb = {0, 255, 128};
-  PreprocessConfig config = Florence2Config();
+  PreprocessConfig config = testdata::Florence2PreprocessConfig();
   config.size = 2;
   absl::StatusOr<std::vector<float>> out = Preprocess(image, config);
   ASSERT_TRUE(out.ok()) << out.status();
@@ -251,19 +242,19 @@ TEST(ImagePreprocessTest, RejectsBadConfigAndBuffers) {
   RgbImage image;
   image.width = image.height = 1;
   image.rgb = {1, 2, 3};
-  PreprocessConfig config = Florence2Config();
+  PreprocessConfig config = testdata::Florence2PreprocessConfig();
   config.resample = "bilinear";
   EXPECT_THAT(Preprocess(image, config).status().message(),
               HasSubstr("resample"));
-  config = Florence2Config();
+  config = testdata::Florence2PreprocessConfig();
   config.size = 0;
   EXPECT_EQ(Preprocess(image, config).status().code(),
             absl::StatusCode::kInvalidArgument);
-  config = Florence2Config();
+  config = testdata::Florence2PreprocessConfig();
   config.std[1] = 0;
   EXPECT_EQ(Preprocess(image, config).status().code(),
             absl::StatusCode::kInvalidArgument);
-  config = Florence2Config();
+  config = testdata::Florence2PreprocessConfig();
   std::vector<float> small(10);
   EXPECT_THAT(PreprocessInto(image, config, absl::MakeSpan(small)).message(),
               HasSubstr("need 1769472"));
