@@ -12,6 +12,7 @@ namespace florence::log {
 
 void Debug(absl::string_view message);
 void Info(absl::string_view message);
+void Warn(absl::string_view message);
 void Error(absl::string_view message);
 
 }  // namespace florence::log

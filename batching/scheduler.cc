@@ -1100,6 +1100,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::CreateWithModel(
                                         options.cpu_prepack}));
         log::Info(absl::StrCat("model backend: ", loaded.name,
                                loaded.note.empty() ? "" : absl::StrCat(" (", loaded.note, ")")));
+        if (!loaded.warning.empty()) log::Warn(loaded.warning);
         model = std::move(loaded.model);
       }
       FLORENCE_ASSIGN_OR_RETURN(

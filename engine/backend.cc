@@ -18,16 +18,33 @@ absl::StatusOr<LoadedBackend> CreateBackend(const ModelDir& dir,
         std::unique_ptr<TorchScriptModel> model,
         TorchScriptModel::Create(
             dir, {options.device, options.num_threads, options.cpu_prepack}));
+    const bool plain_reduced_tower = options.cpu_prepack && model->device().is_cpu() &&
+                                     dir.vision_dtype != "float32" &&
+                                     !model->vision_prepacked();
     if (model->prepacked()) {
+      const std::string tower =
+          model->vision_prepacked()
+              ? absl::StrCat(dir.vision_dtype, " vision tower")
+              : absl::StrCat("not the ", dir.vision_dtype, " vision tower");
       out.note = dir.dtype == "int8"
-                     ? absl::StrCat(dir.vision_dtype,
-                                    " vision tower prepacked for oneDNN "
+                     ? absl::StrCat(tower,
+                                    " prepacked for oneDNN "
                                     "(decoder and lm_head are int8; "
                                     "--cpu_prepack)")
                      : absl::StrCat("linear weights prepacked for oneDNN "
-                                    "(vision tower in ",
-                                    dir.vision_dtype,
-                                    ", decoder, lm_head; --cpu_prepack)");
+                                    "(decoder, lm_head, ",
+                                    tower, "; --cpu_prepack)");
+    } else if (plain_reduced_tower) {
+      out.note = "nothing prepacked";
+    }
+    if (plain_reduced_tower && dir.dtype != dir.vision_dtype) {
+      out.warning = absl::StrCat(
+          "the ", dir.vision_dtype,
+          " vision tower runs unpacked: this CPU's oneDNN has no ",
+          dir.vision_dtype,
+          " GEMM (bfloat16 needs AVX-512 BW/VL/DQ or AVX-NE-CONVERT); on an "
+          "AVX2 CPU it is ~14x slower than a float32 tower "
+          "(docs/PERFORMANCE.md): export with --vision-dtype float32 here");
     }
     out.model = std::move(model);
     out.name = "torchscript";

@@ -33,6 +33,9 @@ struct LoadedBackend {
   std::unique_ptr<ModelBackend> model;
   std::string name;  // "torchscript" or "aoti": what `auto` resolved to
   std::string note;  // one line for the start-up log (may be empty)
+  // One line for a start-up warning (may be empty): the model loads, but runs
+  // far below what this CPU could do with another export.
+  std::string warning;
 };
 
 // Loads dir's model with the backend options.backend names. InvalidArgument

@@ -106,6 +106,8 @@ absl::StatusOr<std::unique_ptr<TorchScriptModel>> TorchScriptModel::Create(
     FLORENCE_ASSIGN_OR_RETURN(model->prepacked_, Guarded("pack_for_cpu", [&] {
                                 return model->module_.run_method("pack_for_cpu", kPackRows).toBool();
                               }));
+    model->vision_prepacked_ = model->module_.hasattr("vision_packed") &&
+                               model->module_.attr("vision_packed").toBool();
   }
   return model;
 }

@@ -45,8 +45,12 @@ class TorchScriptModel final : public ModelBackend {
       const ModelDir& dir, const Options& options);
 
   c10::Device device() const override { return device_; }
-  // Whether decode_step runs on the prepacked weights (Options::cpu_prepack).
+  // Whether pack_for_cpu packed anything (Options::cpu_prepack): the float32
+  // decoder and lm_head, and/or the vision tower.
   bool prepacked() const { return prepacked_; }
+  // Whether the vision tower runs on prepacked weights: float32, or bfloat16 /
+  // float16 where oneDNN has a GEMM in that dtype (not on AVX2-only CPUs).
+  bool vision_prepacked() const { return vision_prepacked_; }
   absl::StatusOr<at::Tensor> ImageFeatures(
       const at::Tensor& pixel_values) override;
   absl::StatusOr<at::Tensor> Encode(const at::Tensor& image_features,
@@ -68,6 +72,7 @@ class TorchScriptModel final : public ModelBackend {
   torch::jit::Module module_;
   const c10::Device device_;
   bool prepacked_ = false;
+  bool vision_prepacked_ = false;
 };
 
 }  // namespace florence::engine

@@ -13,7 +13,10 @@ import pytest
 import torch
 
 from tools.florence2 import aoti
+from tools.florence2 import export as exp
 from tools.florence2 import generate as G
+from tools.florence2.config import preset
+from tools.florence2.model import Florence2ForServing
 
 from conftest import REPO, TASK_PROMPTS, processor_inputs, stack_cross
 
@@ -22,6 +25,23 @@ from conftest import REPO, TASK_PROMPTS, processor_inputs, stack_cross
 os.environ["AOTI_RUNTIME_CHECK_INPUTS"] = "1"
 
 TOL = 1e-4  # inductor fuses and orders reductions differently from eager/TorchScript
+
+
+@pytest.fixture(scope="module")
+def exact(tiny_artefacts):
+    """The tiny artefact's model in float64 (eager, same seeded weights): exact arithmetic, to tell float32
+    rounding from a real difference."""
+    model = Florence2ForServing(preset("tiny")).eval()
+    exp.random_init(model, 0)
+    return model.double()
+
+
+def features_close(ours, ts, exact_model, px) -> bool:
+    """AOTI's image features equal TorchScript's to TOL, or, where float32 itself is farther than that from exact
+    arithmetic (the document page: its near-constant white windows feed LayerNorms of tiny variance; TorchScript
+    2.5e-4 from float64 on an AVX2 EPYC), to twice TorchScript's own float32 error."""
+    float32_error = (ts.double() - exact_model.image_features(px.double())).abs().max().item()
+    return (ours - ts).abs().max().item() <= max(TOL, 2 * float32_error)
 
 
 @pytest.fixture(scope="session")
@@ -51,13 +71,13 @@ def test_packages_carry_the_interface(tiny_aoti):
 
 
 @torch.no_grad()
-def test_prefill_matches_torchscript_on_real_images(tiny_aoti, images):
+def test_prefill_matches_torchscript_on_real_images(tiny_aoti, exact, images):
     art, model = tiny_aoti
     ts = art.scripted
     for name, image in images.items():
         px, _, text = processor_inputs(art.processor, "<OCR_WITH_REGION>", image)
         feats = ts.image_features(px)
-        assert (model.image_features(px) - feats).abs().max() <= TOL, name
+        assert features_close(model.image_features(px), feats, exact, px), name
         mask = torch.ones(1, feats.shape[1] + text.shape[1], dtype=torch.long)
         enc = ts.encode(feats, text, mask)
         assert (model.encode(feats, text, mask) - enc).abs().max() <= TOL, name
@@ -66,16 +86,17 @@ def test_prefill_matches_torchscript_on_real_images(tiny_aoti, images):
 
 
 @torch.no_grad()
-def test_image_features_dynamic_batch(tiny_aoti, images):
+def test_image_features_dynamic_batch(tiny_aoti, exact, images):
     """Batch sizes 1 and 4 through one package: each row equals TorchScript's and the row computed alone."""
     art, model = tiny_aoti
     pixels = [processor_inputs(art.processor, "<OD>", image)[0] for image in list(images.values())[:4]]
     batch = torch.cat(pixels)
     feats = model.image_features(batch)
     assert feats.shape == (4, art.arch.num_image_tokens(), art.arch.d_model)
-    assert (feats - art.scripted.image_features(batch)).abs().max() <= TOL
+    ts = art.scripted.image_features(batch)
     for row, px in enumerate(pixels):
-        assert (model.image_features(px)[0] - feats[row]).abs().max() <= TOL, row
+        assert features_close(feats[row], ts[row], exact, px), row
+        assert features_close(model.image_features(px)[0], feats[row], exact, px), row
     assert (feats[0] - feats[1]).abs().max() > 0.1, "different images must give different features"
 
 

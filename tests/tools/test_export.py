@@ -311,8 +311,8 @@ def test_wrong_checkpoint_and_cli_errors(tmp_path):
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @torch.no_grad()
 def test_reduced_precision_export_matches_transformers_in_the_same_dtype(tiny_artefacts, images, tmp_path, dtype):
-    """--dtype stores the weights in that dtype; image features and greedy tokens equal transformers' model
-    cast to the same dtype (its error against fp32 is the dtype's, not ours)."""
+    """--dtype stores the weights in that dtype; image features and decoder logits equal transformers' model cast
+    to the same dtype to the dtype's rounding (its error against fp32 is the dtype's, not ours)."""
     art = tiny_artefacts[0]
     torch_dtype = getattr(torch, dtype)
     out = exp.export(exp.source_random("tiny", 0), tmp_path / dtype, dtype=dtype, cache_dir=CACHE)
@@ -321,18 +321,33 @@ def test_reduced_precision_export_matches_transformers_in_the_same_dtype(tiny_ar
     assert all(p.dtype == torch_dtype for p in m.parameters())
     assert not m.pack_for_cpu(32), "the oneDNN prepacked decode path is for float32 weights only"
     hf = hf_model_from_state(art.arch, art.scripted.state_dict()).to(torch_dtype)
+    agree = total = 0
     for prompt, image in [("<CAPTION>", "astronaut"), ("<OD>", "coffee"), ("<OCR>", "page")]:
         px, full, text = processor_inputs(art.processor, prompt, images[image])
         feats = m.image_features(px)
         ref = hf.model.get_image_features(px.to(torch_dtype)).pooler_output
         assert feats.dtype == torch_dtype
-        assert (feats.float() - ref.float()).abs().max() <= 1e-2, prompt
-        p = G.GenerationParams(max_new_tokens=24, num_beams=1)
-        ours = G.generate(m, G.prefill(m, px, text), p).tokens
+        # Both sides round every op to the dtype, in different kernels (oneDNN/MKL, per CPU class), so they differ
+        # by a few units of the dtype; the dtype itself moves the features ~10x more from float32. Bound: at most
+        # half that move (measured ratio 0.06-0.29; AMX Xeon: < 1e-2 absolute, AVX2 EPYC: bf16 0.094, fp16 0.019).
+        dtype_error = (ref.float() - art.scripted.image_features(px)).abs().max()
+        assert (feats.float() - ref.float()).abs().max() <= 0.5 * dtype_error, prompt
+        # Greedy tokens may part at a near-tie of the random weights' logits (AVX2: bfloat16 caption, token 2,
+        # margin 0.016); so teacher-forced on transformers' greedy tokens, every step's logits stay within 4 units
+        # of the dtype at the logits' scale (measured: bfloat16 0.047 of 5.5, float16 0.0059 of 6.1) and the top-1
+        # agrees at >= 90% of the steps (measured 71/72 bfloat16, 72/72 float16).
         theirs = hf.generate(input_ids=full, pixel_values=px.to(torch_dtype), attention_mask=torch.ones_like(full),
                              do_sample=False, max_new_tokens=24, num_beams=1, no_repeat_ngram_size=3,
                              forced_bos_token_id=0, forced_eos_token_id=2, decoder_start_token_id=2)[0].tolist()
-        assert ours == theirs, prompt
+        ours = G.teacher_forced_logits(m, G.prefill(m, px, text), theirs).float()
+        ref_logits = hf(input_ids=full, pixel_values=px.to(torch_dtype), attention_mask=torch.ones_like(full),
+                        decoder_input_ids=torch.tensor([theirs[:-1]])).logits[0].float()
+        assert ours.shape == ref_logits.shape == (24, art.arch.vocab_size)
+        bound = 4 * torch.finfo(torch_dtype).eps * ref_logits.abs().max()
+        assert (ours - ref_logits).abs().max() <= bound, prompt
+        agree += int((ours.argmax(-1) == ref_logits.argmax(-1)).sum())
+        total += len(ours)
+    assert agree >= 0.9 * total, f"{agree}/{total}"
 
 
 @torch.no_grad()
@@ -382,9 +397,11 @@ def test_int8_export_stays_close_to_float32(tiny_artefacts, images, tmp_path):
     assert not any(k.startswith("model.vision_tower.") for k in int8_keys)
     assert all(v.dtype == torch.float32 for k, v in state.items() if k.startswith("model.vision_tower."))
     px, _, text = processor_inputs(art.processor, "<CAPTION>", images["astronaut"])
-    before = m.image_features(px)
-    assert m.pack_for_cpu(32)
-    assert (m.image_features(px) - before).abs().max() <= 1e-4
+    # The float32 tower, prepacked or not, to float rounding (the image projection after it is int8: its per-row
+    # activation rounding can turn a 1e-6 change of its input into one quantization step, so compare before it).
+    before = m.model.vision_tower(px)
+    assert m.pack_for_cpu(32) and m.vision_packed
+    assert (m.model.vision_tower(px) - before).abs().max() <= 1e-5 * before.abs().max()
     agree, total = top1_agreement(art, m, images)
     assert agree / total >= 0.9, f"{agree}/{total}"
 
@@ -410,9 +427,9 @@ def top1_agreement(art, m, images) -> tuple[int, int]:
 @pytest.mark.parametrize("dtype", ["int8", "float32"])
 def test_bfloat16_vision_tower_export(tiny_artefacts, images, tmp_path, dtype):
     """--dtype int8 (or float32) --vision-dtype bfloat16: the tower's weights in bfloat16, the rest as that export
-    has it; image features still come out in float32, prepacked (oneDNN bf16) or not; one image gives
-    bit-identical features call after call (the CPU server runs the tower one image per call, which keeps the
-    batching contract); and the teacher-forced top-1 agreement with the float32 model stays >= 90% (measured
+    has it; image features still come out in float32, prepacked (oneDNN bf16, where the CPU has it) or not; one
+    image gives bit-identical features call after call (the CPU server runs the tower one image per call, which
+    keeps the batching contract); and the teacher-forced top-1 agreement with the float32 model stays >= 90% (measured
     95/96 beside int8)."""
     art = tiny_artefacts[0]
     assert json.loads((art.dir / "config.json").read_text())["vision_dtype"] == "float32"
@@ -436,7 +453,11 @@ def test_bfloat16_vision_tower_export(tiny_artefacts, images, tmp_path, dtype):
     reference = eager.model.vision_tower.to(torch.bfloat16).float()(px)
     plain_map = m.model.vision_tower(px)
     plain = m.image_features(px)
-    assert m.pack_for_cpu(32)
+    # oneDNN packs bfloat16 only where it has a bfloat16 GEMM (AVX-512 BW/VL/DQ or AVX-NE-CONVERT); elsewhere the
+    # tower stays plain and the model still loads and answers (an AVX2-only CPU used to fail to load it).
+    bf16_gemm = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert m.pack_for_cpu(32) == (bf16_gemm or dtype == "float32")  # float32: its decoder is packed either way
+    assert m.vision_packed == bf16_gemm
     packed = m.image_features(px)
     assert plain.dtype == packed.dtype == torch.float32
     assert torch.equal(packed, m.image_features(px))

@@ -546,6 +546,7 @@ class Florence2ForServing(nn.Module):
         self.packed_layers_min_rows = PACKED_LAYERS_MIN_ROWS
         self.vision_pack_rows = VISION_PACK_ROWS
         self.int8_weights = False  # set by quantize_int8 via export --dtype int8
+        self.vision_packed = False  # set by pack_for_cpu: whether the vision tower runs on prepacked weights
 
     # ------------------------------------------------------------------ exported interface
 
@@ -682,17 +683,30 @@ class Florence2ForServing(nn.Module):
         MLPs' and decoder FFNs' GELU runs fused into the GEMM. ``rows`` is the decode batch the decoder's packing
         is tuned for. A decode step's few rows against a large weight is where the plain GEMM spends its time
         re-packing the weight on every call; the vision tower gains the fused bias and GELU passes. Steps with
-        few rows keep the plain path (PACKED_*_MIN_ROWS). Returns False, changing nothing, unless the weights
-        are float32 on the CPU (an int8 model: its vision tower only). The host calls it once after loading, when its build has oneDNN."""
+        fewer rows than PACKED_*_MIN_ROWS keep the plain path. The host calls it once after loading, when its
+        build has oneDNN.
+
+        What is packed: the float32 decoder and lm_head (an int8 model's run Int8Linear instead); the vision
+        tower when it is float32, or bfloat16 / float16 on a CPU whose oneDNN has a GEMM in that dtype (bfloat16:
+        AVX-512 BW/VL/DQ or AVX-NE-CONVERT; oneDNN refuses to pack it elsewhere, e.g. on AVX2-only CPUs, where
+        that tower stays on the plain path). ``vision_packed`` records the tower's outcome. Returns whether anything was
+        packed; False, changing nothing, unless the model is on the CPU in float32 or int8."""
         w = self.final_logits_bias
         if w.device.type != "cpu" or w.dtype != torch.float32:
             return False
-        if not self.int8_weights:  # an int8 model's decoder and lm_head run Int8Linear; its vision tower is float32
+        packed = False
+        if not self.int8_weights:  # an int8 model's decoder and lm_head run Int8Linear
             for layer in self.model.language_model.decoder.layers:
                 layer.pack_for_cpu(rows)
             self.lm_head_packed = [_pack(self.lm_head.weight, rows)]
-        self.model.vision_tower.pack_for_cpu(self.vision_pack_rows)
-        return True
+            packed = True
+        tower = self.model.vision_tower.convs[0].conv.weight.dtype
+        if (tower == torch.float32 or (tower == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+                or (tower == torch.float16 and torch.ops.mkldnn._is_mkldnn_fp16_supported())):
+            self.model.vision_tower.pack_for_cpu(self.vision_pack_rows)
+            self.vision_packed = True
+            packed = True
+        return packed
 
     @torch.jit.export
     def empty_self_cache(self, batch: int, max_len: int) -> Tensor:
