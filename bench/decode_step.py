@@ -4,27 +4,32 @@ them out: rows are views of pool tensors sized for the model's full decoder leng
 positions, the beams of one request (3 by default) share one cross-attention row, every row at `--position`.
 
   .venv/bin/python bench/decode_step.py --model models/florence2-base-random [--rows 1,3,12,27,48]
-      [--position 150] [--beams 3] [--threads 2] [--paths plain,cpu_prepack]
+      [--position 150] [--beams 3] [--threads 2] [--paths plain,cpu_prepack,sdpa]
       [--int8 models/florence2-base-random-int8]
 
 Each path is its own load of the artefact: `plain` as exported, `cpu_prepack` after `pack_for_cpu` (what the
-engine does on CPU by default); with `--int8 DIR`, also `int8`: that directory's `--dtype int8` export of the same
+engine does on CPU by default: prepacked linears, attention through florence::decode_attention), `sdpa` the same
+with the attribute `fused_decode_attention` off (attention through torch's SDPA, as before engine/ops/); with
+`--int8 DIR`, also `int8`: that directory's `--dtype int8` export of the same
 weights, as the engine runs it. The paths are timed in turn, row count by row count, round after round (which
 path goes first alternating), so a drift of the machine hits both alike. Prints one JSON line per path and row
 count: milliseconds per step (median over --repeats rounds, after 2 warm-up steps), the ratio to the path's
-first row count and, for cpu_prepack, the speed-up over plain. Random cache contents: the cost does not depend on the values.
+first row count and, for cpu_prepack, the speed-up over plain and over sdpa. Random cache contents: the cost does not depend on the values.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tools.florence2 import ops  # noqa: E402  (registers florence::decode_attention, which artefacts call)
 
 
 def main() -> int:
@@ -36,11 +41,12 @@ def main() -> int:
     ap.add_argument("--encoder-len", type=int, default=590, help="real encoder positions per request")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--paths", default="plain,cpu_prepack", help="plain and/or cpu_prepack")
+    ap.add_argument("--paths", default="plain,cpu_prepack,sdpa", help="any of plain, cpu_prepack, sdpa")
     ap.add_argument("--int8", type=Path, help="an int8 export of the same weights: adds the path int8")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
+    print(json.dumps({"decode_attention_kernel": ops.load(require_native=True)}), flush=True)
     config = json.loads((args.model / "config.json").read_text())
     paths = args.paths.split(",") + (["int8"] if args.int8 else [])
     models = {}
@@ -48,6 +54,8 @@ def main() -> int:
         models[path] = torch.jit.load(str((args.int8 if path == "int8" else args.model) / "model.ts")).eval()
         if path != "plain" and not models[path].pack_for_cpu(32):
             raise SystemExit("pack_for_cpu declined: the artefact is not float32 on the CPU")
+        if path == "sdpa":
+            models[path].fused_decode_attention = False
     rows_list = [int(r) for r in args.rows.split(",")]
     cap = max(rows_list)
     with torch.inference_mode():
@@ -92,6 +100,8 @@ def main() -> int:
                         "ms": round(ms[(path, rows)], 1),
                         "ratio_to_first": round(ms[(path, rows)] / ms[(path, rows_list[0])], 2),
                         "threads": args.threads}
+                if path == "cpu_prepack" and "sdpa" in paths:
+                    line["speedup_vs_sdpa"] = round(ms[("sdpa", rows)] / ms[(path, rows)], 2)
                 if path != "plain" and "plain" in paths:
                     line["speedup_vs_plain"] = round(ms[("plain", rows)] / ms[(path, rows)], 2)
                 if path == "int8" and "cpu_prepack" in paths:

@@ -46,6 +46,8 @@ absl::StatusOr<LoadedBackend> CreateBackend(const ModelDir& dir,
           "AVX2 CPU it is ~14x slower than a float32 tower "
           "(docs/PERFORMANCE.md): export with --vision-dtype float32 here");
     }
+    out.note = absl::StrCat(out.note, out.note.empty() ? "" : "; ",
+                            "decode attention: ", model->decode_attention());
     out.model = std::move(model);
     out.name = "torchscript";
   } else if (options.backend == "aoti") {

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "engine/ops/decode_attention.h"
 #include "engine/status_macros.h"
 #include "engine/torch_guard.h"
 
@@ -100,6 +101,15 @@ absl::StatusOr<std::unique_ptr<TorchScriptModel>> TorchScriptModel::Create(
         absl::StrJoin(probe.k.sizes(), ","),
         "] disagrees with config.json decoder [", absl::StrJoin(want, ","),
         "] (layers,1,heads,1,head_dim)"));
+  }
+  // Artefacts from tools/florence2 call florence::decode_attention for a CPU
+  // float32 cache (the attribute lets a host turn it off); its library is
+  // linked into this one, so loading them needs nothing more.
+  if (device.is_cpu() && probe.k.scalar_type() == at::kFloat &&
+      model->module_.hasattr("fused_decode_attention") &&
+      model->module_.attr("fused_decode_attention").toBool()) {
+    model->decode_attention_ = absl::StrCat(
+        "florence::decode_attention (", ops::DecodeAttentionKernel(), ")");
   }
   if (options.cpu_prepack && device.is_cpu() && at::hasMKLDNN() &&
       model->module_.find_method("pack_for_cpu").has_value()) {

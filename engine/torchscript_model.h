@@ -51,6 +51,10 @@ class TorchScriptModel final : public ModelBackend {
   // Whether the vision tower runs on prepacked weights: float32, or bfloat16 /
   // float16 where oneDNN has a GEMM in that dtype (not on AVX2-only CPUs).
   bool vision_prepacked() const { return vision_prepacked_; }
+  // What decode_step's attention runs: "florence::decode_attention (avx2)" (or
+  // "(generic)": engine/ops/, chosen by the CPU) for an artefact that calls it
+  // on a CPU float32 cache, else "SDPA".
+  const std::string& decode_attention() const { return decode_attention_; }
   absl::StatusOr<at::Tensor> ImageFeatures(
       const at::Tensor& pixel_values) override;
   absl::StatusOr<at::Tensor> Encode(const at::Tensor& image_features,
@@ -73,6 +77,7 @@ class TorchScriptModel final : public ModelBackend {
   const c10::Device device_;
   bool prepacked_ = false;
   bool vision_prepacked_ = false;
+  std::string decode_attention_ = "SDPA";
 };
 
 }  // namespace florence::engine

@@ -443,10 +443,12 @@ class DecoderLayer(nn.Module):
 
     def step(self, h: Tensor, rows: Tensor, positions: Tensor, self_k: Tensor, self_v: Tensor, layer: int,
              self_mask: Tensor, cross_k: Tensor, cross_v: Tensor, enc_mask: Tensor, cross_rows: Tensor, slots: Tensor,
-             q_len: int, use_packed: bool) -> Tensor:
+             q_len: int, use_packed: bool, fused: bool, self_keys: Tensor, enc_keys: Tensor) -> Tensor:
         """One decoder position for B rows: h [B, 1, d] -> [B, 1, d]; writes row b's K/V at positions[b] of
         self_k/self_v[layer] [B, H, S, hd]. Cross-attention groups the rows by cross row (see ``decode_step``).
-        ``use_packed``: through the prepacked weights, if there are any."""
+        ``use_packed``: through the prepacked weights, if there are any. ``fused``: both attentions through
+        ``florence::decode_attention`` (ops.py) with the key masks self_keys [B, S] and enc_keys [G, S_enc]
+        instead of SDPA with self_mask / enc_mask (same result; CPU float32 only)."""
         b = h.shape[0]
         packed = len(self.packed) > 0 and use_packed  # this order: no guard on the row count when unpacked (export)
         attn = self.self_attn
@@ -467,7 +469,11 @@ class DecoderLayer(nn.Module):
             # KV pool for decode_step_pooled (a view of the graph input, read in place).
             s = self_mask.shape[-1]
             k_cache, v_cache = self_k[layer, :b, :, :s], self_v[layer, :b, :, :s]
-        o = attn.attend_heads(attn.split(q), k_cache, v_cache, self_mask)
+        if fused:
+            o = torch.ops.florence.decode_attention(attn.split(q), k_cache, v_cache, self_keys, attn.scale)
+            o = o.transpose(1, 2).reshape(b, 1, self.d)
+        else:
+            o = attn.attend_heads(attn.split(q), k_cache, v_cache, self_mask)
         o = _packed_linear(o, self.packed[2], attn.out_proj.bias) if packed else attn.out_proj(o)
         h = self.self_attn_layer_norm(h + o)
 
@@ -475,8 +481,12 @@ class DecoderLayer(nn.Module):
         q = _packed_linear(h, self.packed[3], xattn.q_proj.bias) if packed else xattn.q_proj(h)
         grouped = torch.zeros([cross_k.shape[0], q_len, self.heads, self.head_dim], dtype=h.dtype, device=h.device)
         grouped[cross_rows, slots] = q.view(b, self.heads, self.head_dim)
-        out = F.scaled_dot_product_attention(grouped.transpose(1, 2), cross_k, cross_v, attn_mask=enc_mask,
-                                             scale=xattn.scale)  # [G, H, Q, hd]
+        if fused:
+            out = torch.ops.florence.decode_attention(grouped.transpose(1, 2), cross_k, cross_v, enc_keys,
+                                                      xattn.scale)  # [G, H, Q, hd]
+        else:
+            out = F.scaled_dot_product_attention(grouped.transpose(1, 2), cross_k, cross_v, attn_mask=enc_mask,
+                                                 scale=xattn.scale)
         o = out.transpose(1, 2)[cross_rows, slots].reshape(b, 1, self.d)
         o = _packed_linear(o, self.packed[4], xattn.out_proj.bias) if packed else xattn.out_proj(o)
         h = self.encoder_attn_layer_norm(h + o)
@@ -547,6 +557,9 @@ class Florence2ForServing(nn.Module):
         self.vision_pack_rows = VISION_PACK_ROWS
         self.int8_weights = False  # set by quantize_int8 via export --dtype int8
         self.vision_packed = False  # set by pack_for_cpu: whether the vision tower runs on prepacked weights
+        # decode_step's attention through florence::decode_attention on the CPU in float32 (ops.py); a host may
+        # set it False to run SDPA instead (bench/decode_step.py compares the two).
+        self.fused_decode_attention = True
 
     # ------------------------------------------------------------------ exported interface
 
@@ -612,8 +625,13 @@ class Florence2ForServing(nn.Module):
         s_max = self_k.shape[3]
         h = lm.shared(input_ids) + lm.decoder.embed_positions(positions + 2)
         h = lm.decoder.layernorm_embedding(h).unsqueeze(1)  # [B, 1, d]
-        self_mask = (torch.arange(s_max, device=h.device).unsqueeze(0) <= positions.unsqueeze(1)).view(b, 1, 1, s_max)
-        enc_mask = (cross_mask != 0).view(g, 1, 1, cross_mask.shape[1])
+        self_keys = torch.arange(s_max, device=h.device).unsqueeze(0) <= positions.unsqueeze(1)  # [B, S_max]
+        self_mask = self_keys.view(b, 1, 1, s_max)
+        enc_keys = cross_mask != 0  # [G, S_enc]
+        enc_mask = enc_keys.view(g, 1, 1, cross_mask.shape[1])
+        # The fused decode attention (florence::decode_attention, ops.py): scripted CPU float32 steps.
+        fused = (torch.jit.is_scripting() and self.fused_decode_attention and self_k.device.type == "cpu"
+                 and self_k.dtype == torch.float32)
         # Query slot of each row within its cross row: how many earlier rows share that cross row.
         same = (cross_rows.unsqueeze(0) == cross_rows.unsqueeze(1)).to(torch.int64)
         slots = torch.tril(same, diagonal=-1).sum(dim=1)
@@ -630,7 +648,7 @@ class Florence2ForServing(nn.Module):
         i = 0
         for layer in lm.decoder.layers:
             h = layer.step(h, rows, positions, self_k, self_v, i, self_mask, cross_k[i], cross_v[i], enc_mask,
-                           cross_rows, slots, q_len, b >= self.packed_layers_min_rows)
+                           cross_rows, slots, q_len, b >= self.packed_layers_min_rows, fused, self_keys, enc_keys)
             i += 1
         if len(self.lm_head_packed) > 0 and b >= self.packed_lm_head_min_rows:
             logits = _packed_linear(h, self.lm_head_packed[0], self.final_logits_bias.view(-1)).squeeze(1)
@@ -671,7 +689,8 @@ class Florence2ForServing(nn.Module):
         i = 0
         for layer in lm.decoder.layers:
             h = layer.step(h, rows, positions, self_k, self_v, i, self_mask, cross_k[i, :g, :, :c],
-                           cross_v[i, :g, :, :c], enc_mask, cross_rows, slots, q_len, False)
+                           cross_v[i, :g, :, :c], enc_mask, cross_rows, slots, q_len, False, False, self_mask,
+                           enc_mask)
             i += 1
         logits = self.lm_head(h.squeeze(1)) + self.final_logits_bias
         return logits.float()

@@ -39,6 +39,11 @@ ldd "$server" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u | while 
 done
 # DT_RPATH (not RUNPATH): it also applies to the bundled libraries' own dependencies (libgrpc++ -> libgrpc).
 patchelf --force-rpath --set-rpath "$PREFIX/lib:$PREFIX/lib/torch" "$DEST/bin/florence2-server"
+# The project's own operator library (libflorence_ops, engine/ops/) carries a RUNPATH into the builder's venv,
+# which would take precedence for its own dependencies (libtorch, libgomp): point it at the runtime's.
+for lib in "$DEST"/lib/libflorence_*.so; do
+  [ -e "$lib" ] && patchelf --force-rpath --set-rpath "$PREFIX/lib:$PREFIX/lib/torch" "$lib"
+done
 echo "bundle: $(wc -l <"$DEST/lib/PACKAGES") libraries, $(du -sh "$DEST/lib" | cut -f1)"
 
 .venv/bin/python - "$DEST/.cache" <<'PY'
