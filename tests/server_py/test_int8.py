@@ -63,12 +63,12 @@ def test_int8_export_serves_the_reference_tokens(start_server, assets: Assets, s
     log = server.log_tail(20000)
     if expect_vision_packed(int8_model):
         assert f"{vision_dtype} vision tower prepacked for oneDNN (decoder and lm_head are int8" in log
-    # int8 weights, float32 activations and caches: the fused decode attention either way
-    assert "decode attention: florence::decode_attention (" in log
     else:  # served all the same, on the plain bfloat16 tower, with a warning that says what to do instead
         assert "(nothing prepacked;" in log
         assert (f"the {vision_dtype} vision tower runs unpacked: this CPU's oneDNN has no {vision_dtype} GEMM" in log
                 and "export with --vision-dtype float32 here" in log)
+    # int8 weights, float32 activations and caches: the fused decode attention either way
+    assert "decode attention: florence::decode_attention (" in log
     pb = stubs.pb2
     stub = server.stub(stubs)
     for name, prompt, beams, length in CASES:
