@@ -81,12 +81,16 @@ inline void Dot4(const float* a, const float* b, int64_t b_stride, float scale, 
     }
     acc[j] = x + y;
   }
-  const I8 even = {0, 8, 2, 10, 4, 12, 6, 14}, odd = {1, 9, 3, 11, 5, 13, 7, 15};
-  const F8 p01 = __builtin_shuffle(acc[0], acc[1], even) + __builtin_shuffle(acc[0], acc[1], odd);
-  const F8 p23 = __builtin_shuffle(acc[2], acc[3], even) + __builtin_shuffle(acc[2], acc[3], odd);
-  const I8 lo = {0, 1, 8, 9, 4, 5, 12, 13}, hi = {2, 3, 10, 11, 6, 7, 14, 15};
+  // __builtin_shufflevector: GCC >= 12 and Clang.
+#define FLORENCE_EVEN(x, y) __builtin_shufflevector(x, y, 0, 8, 2, 10, 4, 12, 6, 14)
+#define FLORENCE_ODD(x, y) __builtin_shufflevector(x, y, 1, 9, 3, 11, 5, 13, 7, 15)
+  const F8 p01 = FLORENCE_EVEN(acc[0], acc[1]) + FLORENCE_ODD(acc[0], acc[1]);
+  const F8 p23 = FLORENCE_EVEN(acc[2], acc[3]) + FLORENCE_ODD(acc[2], acc[3]);
+#undef FLORENCE_EVEN
+#undef FLORENCE_ODD
   // lanes 0-3: products 0, 1, 2, 3 over elements 0-3 of each 8; lanes 4-7: the same over elements 4-7
-  const F8 q = __builtin_shuffle(p01, p23, lo) + __builtin_shuffle(p01, p23, hi);
+  const F8 q = __builtin_shufflevector(p01, p23, 0, 1, 8, 9, 4, 5, 12, 13) +
+               __builtin_shufflevector(p01, p23, 2, 3, 10, 11, 6, 7, 14, 15);
   for (int j = 0; j < 4; ++j) out[j] = (q[j] + q[j + 4]) * scale;
 }
 
