@@ -4,17 +4,19 @@ them out: rows are views of pool tensors sized for the model's full decoder leng
 positions, the beams of one request (3 by default) share one cross-attention row, every row at `--position`.
 
   .venv/bin/python bench/decode_step.py --model models/florence2-base-random [--rows 1,3,12,27,48]
-      [--position 150] [--beams 3] [--threads 2] [--paths plain,cpu_prepack,sdpa]
+      [--position 150] [--beams 3] [--threads 2] [--paths plain,cpu_prepack,onednn,sdpa]
       [--int8 models/florence2-base-random-int8]
 
 Each path is its own load of the artefact: `plain` as exported, `cpu_prepack` after `pack_for_cpu` (what the
-engine does on CPU by default: prepacked linears, attention through florence::decode_attention), `sdpa` the same
-with the attribute `fused_decode_attention` off (attention through torch's SDPA, as before engine/ops/); with
+engine does on CPU by default: prepacked linears, on an AVX2-only CPU through florence::packed_linear, attention
+through florence::decode_attention), `onednn` the same with the attribute `decode_linear` set to "onednn" before
+packing (the decoder's and lm_head's linears on oneDNN's prepacked GEMM, as before florence::packed_linear),
+`sdpa` cpu_prepack with the attribute `fused_decode_attention` off (attention through torch's SDPA); with
 `--int8 DIR`, also `int8`: that directory's `--dtype int8` export of the same
 weights, as the engine runs it. The paths are timed in turn, row count by row count, round after round (which
 path goes first alternating), so a drift of the machine hits both alike. Prints one JSON line per path and row
 count: milliseconds per step (median over --repeats rounds, after 2 warm-up steps), the ratio to the path's
-first row count and, for cpu_prepack, the speed-up over plain and over sdpa. Random cache contents: the cost does not depend on the values.
+first row count and, for cpu_prepack, the speed-up over plain, onednn and sdpa. Random cache contents: the cost does not depend on the values.
 """
 from __future__ import annotations
 
@@ -41,17 +43,20 @@ def main() -> int:
     ap.add_argument("--encoder-len", type=int, default=590, help="real encoder positions per request")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--paths", default="plain,cpu_prepack,sdpa", help="any of plain, cpu_prepack, sdpa")
+    ap.add_argument("--paths", default="plain,cpu_prepack,sdpa", help="any of plain, cpu_prepack, onednn, sdpa")
     ap.add_argument("--int8", type=Path, help="an int8 export of the same weights: adds the path int8")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
-    print(json.dumps({"decode_attention_kernel": ops.load(require_native=True)}), flush=True)
+    print(json.dumps({"decode_attention_kernel": ops.load(require_native=True),
+                      "packed_linear_kernel": ops.linear_kernel()}), flush=True)
     config = json.loads((args.model / "config.json").read_text())
     paths = args.paths.split(",") + (["int8"] if args.int8 else [])
     models = {}
     for path in paths:
         models[path] = torch.jit.load(str((args.int8 if path == "int8" else args.model) / "model.ts")).eval()
+        if path == "onednn":
+            models[path].decode_linear = "onednn"
         if path != "plain" and not models[path].pack_for_cpu(32):
             raise SystemExit("pack_for_cpu declined: the artefact is not float32 on the CPU")
         if path == "sdpa":
@@ -102,6 +107,8 @@ def main() -> int:
                         "threads": args.threads}
                 if path == "cpu_prepack" and "sdpa" in paths:
                     line["speedup_vs_sdpa"] = round(ms[("sdpa", rows)] / ms[(path, rows)], 2)
+                if path == "cpu_prepack" and "onednn" in paths:
+                    line["speedup_vs_onednn"] = round(ms[("onednn", rows)] / ms[(path, rows)], 2)
                 if path != "plain" and "plain" in paths:
                     line["speedup_vs_plain"] = round(ms[("plain", rows)] / ms[(path, rows)], 2)
                 if path == "int8" and "cpu_prepack" in paths:

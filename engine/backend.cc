@@ -31,9 +31,13 @@ absl::StatusOr<LoadedBackend> CreateBackend(const ModelDir& dir,
                                     " prepacked for oneDNN "
                                     "(decoder and lm_head are int8; "
                                     "--cpu_prepack)")
-                     : absl::StrCat("linear weights prepacked for oneDNN "
+                 : model->decode_linear() == "oneDNN"
+                     ? absl::StrCat("linear weights prepacked for oneDNN "
                                     "(decoder, lm_head, ",
-                                    tower, "; --cpu_prepack)");
+                                    tower, "; --cpu_prepack)")
+                     : absl::StrCat("decoder and lm_head prepacked for ",
+                                    model->decode_linear(), ", ", tower,
+                                    " for oneDNN (--cpu_prepack)");
     } else if (plain_reduced_tower) {
       out.note = "nothing prepacked";
     }

@@ -18,6 +18,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "engine/ops/decode_attention.h"
+#include "engine/ops/packed_linear.h"
 #include "engine/status_macros.h"
 #include "engine/torch_guard.h"
 
@@ -118,6 +119,16 @@ absl::StatusOr<std::unique_ptr<TorchScriptModel>> TorchScriptModel::Create(
                               }));
     model->vision_prepacked_ = model->module_.hasattr("vision_packed") &&
                                model->module_.attr("vision_packed").toBool();
+    const std::string packing =
+        model->module_.hasattr("decode_linear_packing")
+            ? model->module_.attr("decode_linear_packing").toStringRef()
+            : std::string(model->prepacked_ && dir.dtype != "int8" ? "onednn" : "");
+    if (packing == "florence") {
+      model->decode_linear_ = absl::StrCat("florence::packed_linear (",
+                                           ops::PackedLinearRunningKernel(), ")");
+    } else if (packing == "onednn") {
+      model->decode_linear_ = "oneDNN";
+    }
   }
   return model;
 }

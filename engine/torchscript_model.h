@@ -55,6 +55,11 @@ class TorchScriptModel final : public ModelBackend {
   // "(generic)": engine/ops/, chosen by the CPU) for an artefact that calls it
   // on a CPU float32 cache, else "SDPA".
   const std::string& decode_attention() const { return decode_attention_; }
+  // Which GEMM decode_step's prepacked decoder and lm_head run, as pack_for_cpu
+  // chose for this CPU (florence::packed_linear_kernel()): "florence::packed_linear
+  // (avx2)" (or "(generic)") or "oneDNN"; empty when they were not packed
+  // (no --cpu_prepack, an int8 artefact, CUDA).
+  const std::string& decode_linear() const { return decode_linear_; }
   absl::StatusOr<at::Tensor> ImageFeatures(
       const at::Tensor& pixel_values) override;
   absl::StatusOr<at::Tensor> Encode(const at::Tensor& image_features,
@@ -78,6 +83,7 @@ class TorchScriptModel final : public ModelBackend {
   bool prepacked_ = false;
   bool vision_prepacked_ = false;
   std::string decode_attention_ = "SDPA";
+  std::string decode_linear_;
 };
 
 }  // namespace florence::engine

@@ -9,21 +9,13 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/ops/cpu_features.h"
 #include "engine/ops/decode_attention_args.h"
 
 namespace florence::ops {
 namespace {
 
 using Kernel = void (*)(const DecodeAttentionArgs&, int64_t, int64_t, float*);
-
-bool CpuHasAvx2() {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
-}
 
 // FLORENCE_DECODE_ATTENTION_KERNEL=generic forces the baseline kernel (its tests run it on AVX2 CPUs too).
 Kernel PickKernel() {

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tools.florence2 import ops
+
 from .server_harness import Assets, ServerProcess, run_tool, server_binary
 from .test_metrics import scrape, value
 
@@ -63,6 +65,9 @@ def test_aoti_server_gives_torchscript_tokens_under_batching(start_server, asset
     ao = start_server("backend-aoti", model=aoti_model, metrics=True, extra_args=["--backend", "aoti", *batching])
     assert "model backend: aoti" in ao.log_tail(20000)
     assert "model backend: torchscript" in ts.log_tail(20000)
+    # The TorchScript side runs the prepacked decode linears this CPU is recommended (tools/florence2/ops.py).
+    assert (("decoder and lm_head prepacked for florence::packed_linear (" if ops.linear_kernel() != "onednn"
+             else "linear weights prepacked for oneDNN (decoder, lm_head") in ts.log_tail(20000))
     ours = run_mix(ao, stubs, assets)
     ref = run_mix(ts, stubs, assets)
     for case, a, b in zip(MIX, ours, ref):

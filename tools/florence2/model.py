@@ -54,6 +54,21 @@ def _packed_linear(x: Tensor, packed: Tensor, bias: Optional[Tensor], gelu: bool
     return y.view(x.shape[:-1] + [y.shape[-1]])
 
 
+def _pack_decode(weight: Tensor, rows: int, florence: bool) -> Tensor:
+    """A decode-step linear weight [out, in] packed once: into florence::pack_linear's 16-column panels
+    (``florence``, ops.py) or oneDNN's blocked layout for ``rows``-row inputs."""
+    return torch.ops.florence.pack_linear(weight) if florence else _pack(weight, rows)
+
+
+def _decode_linear(x: Tensor, packed: Tensor, bias: Optional[Tensor], out_features: int, florence: bool,
+                   gelu: bool = False) -> Tensor:
+    """nn.Linear on a ``_pack_decode``d weight (then exact GELU if ``gelu``), x [..., in] -> [..., out]."""
+    if florence:
+        y = torch.ops.florence.packed_linear(x, packed, bias, out_features)
+        return F.gelu(y) if gelu else y
+    return _packed_linear(x, packed, bias, gelu)
+
+
 # Vision-tower linear layers see thousands of rows; the prepacking hint for them.
 VISION_PACK_ROWS = 4096
 
@@ -414,9 +429,10 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    # oneDNN-prepacked copies of this layer's decode-step weights, filled by ``pack_for_cpu``; empty = the plain
-    # nn.Linear path. Order: self q|k|v (one matrix), its bias, self out, cross q, cross out, fc1, fc2. (A class
-    # annotation, which TorchScript reads; this module keeps annotations evaluated for it.)
+    # Prepacked copies of this layer's decode-step weights (florence::pack_linear's panels when
+    # ``packed_florence``, else oneDNN's layout), filled by ``pack_for_cpu``; empty = the plain nn.Linear path.
+    # Order: self q|k|v (one matrix), its bias, self out, cross q, cross out, fc1, fc2. (A class annotation,
+    # which TorchScript reads; this module keeps annotations evaluated for it.)
     packed: List[Tensor]
 
     def __init__(self, d: int, heads: int, ffn: int):
@@ -431,15 +447,19 @@ class DecoderLayer(nn.Module):
         self.d = d
         self.heads = heads
         self.head_dim = d // heads
+        self.ffn = ffn
         self.packed = []
+        self.packed_florence = False
 
-    def pack_for_cpu(self, rows: int) -> None:
+    def pack_for_cpu(self, rows: int, florence: bool) -> None:
         a = self.self_attn
         x = self.encoder_attn
-        self.packed = [_pack(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), rows),
+        self.packed = [_pack_decode(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), rows, florence),
                        torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]),
-                       _pack(a.out_proj.weight, rows), _pack(x.q_proj.weight, rows), _pack(x.out_proj.weight, rows),
-                       _pack(self.fc1.weight, rows), _pack(self.fc2.weight, rows)]
+                       _pack_decode(a.out_proj.weight, rows, florence), _pack_decode(x.q_proj.weight, rows, florence),
+                       _pack_decode(x.out_proj.weight, rows, florence), _pack_decode(self.fc1.weight, rows, florence),
+                       _pack_decode(self.fc2.weight, rows, florence)]
+        self.packed_florence = florence
 
     def step(self, h: Tensor, rows: Tensor, positions: Tensor, self_k: Tensor, self_v: Tensor, layer: int,
              self_mask: Tensor, cross_k: Tensor, cross_v: Tensor, enc_mask: Tensor, cross_rows: Tensor, slots: Tensor,
@@ -452,8 +472,10 @@ class DecoderLayer(nn.Module):
         b = h.shape[0]
         packed = len(self.packed) > 0 and use_packed  # this order: no guard on the row count when unpacked (export)
         attn = self.self_attn
+        pf = self.packed_florence
+        d = self.d
         if packed:
-            q, k, v = _packed_linear(h, self.packed[0], self.packed[1]).split(self.d, dim=2)
+            q, k, v = _decode_linear(h, self.packed[0], self.packed[1], 3 * d, pf).split(d, dim=2)
         else:
             q, k, v = attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
         if torch.jit.is_scripting():
@@ -474,11 +496,11 @@ class DecoderLayer(nn.Module):
             o = o.transpose(1, 2).reshape(b, 1, self.d)
         else:
             o = attn.attend_heads(attn.split(q), k_cache, v_cache, self_mask)
-        o = _packed_linear(o, self.packed[2], attn.out_proj.bias) if packed else attn.out_proj(o)
+        o = _decode_linear(o, self.packed[2], attn.out_proj.bias, d, pf) if packed else attn.out_proj(o)
         h = self.self_attn_layer_norm(h + o)
 
         xattn = self.encoder_attn
-        q = _packed_linear(h, self.packed[3], xattn.q_proj.bias) if packed else xattn.q_proj(h)
+        q = _decode_linear(h, self.packed[3], xattn.q_proj.bias, d, pf) if packed else xattn.q_proj(h)
         grouped = torch.zeros([cross_k.shape[0], q_len, self.heads, self.head_dim], dtype=h.dtype, device=h.device)
         grouped[cross_rows, slots] = q.view(b, self.heads, self.head_dim)
         if fused:
@@ -488,12 +510,12 @@ class DecoderLayer(nn.Module):
             out = F.scaled_dot_product_attention(grouped.transpose(1, 2), cross_k, cross_v, attn_mask=enc_mask,
                                                  scale=xattn.scale)
         o = out.transpose(1, 2)[cross_rows, slots].reshape(b, 1, self.d)
-        o = _packed_linear(o, self.packed[4], xattn.out_proj.bias) if packed else xattn.out_proj(o)
+        o = _decode_linear(o, self.packed[4], xattn.out_proj.bias, d, pf) if packed else xattn.out_proj(o)
         h = self.encoder_attn_layer_norm(h + o)
 
         if packed:
-            f = _packed_linear(_packed_linear(h, self.packed[5], self.fc1.bias, gelu=True), self.packed[6],
-                               self.fc2.bias)
+            f = _decode_linear(_decode_linear(h, self.packed[5], self.fc1.bias, self.ffn, pf, gelu=True),
+                               self.packed[6], self.fc2.bias, d, pf)
         else:
             f = self.fc2(F.gelu(self.fc1(h)))
         return self.final_layer_norm(h + f)
@@ -552,6 +574,11 @@ class Florence2ForServing(nn.Module):
         self.vocab_size = arch.vocab_size
         self.max_positions = arch.max_position_embeddings
         self.lm_head_packed = []
+        # Which kernel decode_step's prepacked linear layers run (pack_for_cpu): "auto" (the one
+        # florence::packed_linear_kernel() recommends for this CPU), "florence" or "onednn"; a host may set it
+        # before pack_for_cpu (bench/decode_step.py compares the two). decode_linear_packing says what was packed.
+        self.decode_linear = "auto"
+        self.decode_linear_packing = ""
         self.packed_lm_head_min_rows = PACKED_LM_HEAD_MIN_ROWS
         self.packed_layers_min_rows = PACKED_LAYERS_MIN_ROWS
         self.vision_pack_rows = VISION_PACK_ROWS
@@ -651,7 +678,8 @@ class Florence2ForServing(nn.Module):
                            cross_rows, slots, q_len, b >= self.packed_layers_min_rows, fused, self_keys, enc_keys)
             i += 1
         if len(self.lm_head_packed) > 0 and b >= self.packed_lm_head_min_rows:
-            logits = _packed_linear(h, self.lm_head_packed[0], self.final_logits_bias.view(-1)).squeeze(1)
+            logits = _decode_linear(h, self.lm_head_packed[0], self.final_logits_bias.view(-1), self.vocab_size,
+                                    self.decode_linear_packing != "onednn").squeeze(1)
         else:
             logits = self.lm_head(h.squeeze(1)) + self.final_logits_bias
         return logits.float()
@@ -697,13 +725,15 @@ class Florence2ForServing(nn.Module):
 
     @torch.jit.export
     def pack_for_cpu(self, rows: int) -> bool:
-        """Optional CPU fast path: keeps oneDNN-prepacked copies of the linear weights of the vision tower, the
-        decoder and lm_head (one more copy of those weights in memory) and uses them from then on; the vision
-        MLPs' and decoder FFNs' GELU runs fused into the GEMM. ``rows`` is the decode batch the decoder's packing
-        is tuned for. A decode step's few rows against a large weight is where the plain GEMM spends its time
-        re-packing the weight on every call; the vision tower gains the fused bias and GELU passes. Steps with
-        fewer rows than PACKED_*_MIN_ROWS keep the plain path. The host calls it once after loading, when its
-        build has oneDNN.
+        """Optional CPU fast path: keeps prepacked copies of the linear weights of the vision tower, the decoder
+        and lm_head (one more copy of those weights in memory) and uses them from then on. The vision tower's are
+        oneDNN's (its MLPs' GELU fused into the GEMM). The decoder's and lm_head's are florence::pack_linear's
+        panels for florence::packed_linear (ops.py) where ``decode_linear`` says so ("auto": where
+        florence::packed_linear_kernel() recommends it for this CPU), else oneDNN's, tuned for ``rows``-row
+        inputs (the decode batch). A decode step's few rows against a large weight is where the plain GEMM spends
+        its time re-packing the weight on every call; ``decode_linear_packing`` records the choice ("florence" /
+        "onednn"). Steps with fewer rows than PACKED_*_MIN_ROWS keep the plain path. The host calls it once after
+        loading, when its build has oneDNN.
 
         What is packed: the float32 decoder and lm_head (an int8 model's run Int8Linear instead); the vision
         tower when it is float32, or bfloat16 / float16 on a CPU whose oneDNN has a GEMM in that dtype (bfloat16:
@@ -715,9 +745,16 @@ class Florence2ForServing(nn.Module):
             return False
         packed = False
         if not self.int8_weights:  # an int8 model's decoder and lm_head run Int8Linear
+            choice = self.decode_linear
+            if choice == "auto":
+                choice = "onednn" if torch.ops.florence.packed_linear_kernel() == "onednn" else "florence"
+            if choice != "florence" and choice != "onednn":
+                raise ValueError("decode_linear must be auto, florence or onednn")
+            florence = choice == "florence"
             for layer in self.model.language_model.decoder.layers:
-                layer.pack_for_cpu(rows)
-            self.lm_head_packed = [_pack(self.lm_head.weight, rows)]
+                layer.pack_for_cpu(rows, florence)
+            self.lm_head_packed = [_pack_decode(self.lm_head.weight, rows, florence)]
+            self.decode_linear_packing = choice
             packed = True
         tower = self.model.vision_tower.convs[0].conv.weight.dtype
         if (tower == torch.float32 or (tower == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())

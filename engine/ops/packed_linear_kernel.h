@@ -1,0 +1,105 @@
+// The packed-linear kernel body, compiled once per instruction set (packed_linear_avx2.cc with -mavx2 -mfma,
+// packed_linear_generic.cc with the build's default flags) and picked at run time by packed_linear.cc. Like
+// decode_attention_kernel.h: internal linkage only and no library templates, so the two compilations cannot
+// share an inline function compiled for the wrong instruction set.
+//
+// The shape it is for: a decode step's few rows (1..64) against a large weight. A register tile of up to 6 rows
+// x 16 columns (12 accumulators of 8 floats) walks one packed panel's input dimension: per input element two
+// 8-float loads of the panel, one broadcast per row and two FMAs per row. At a few rows the panel streams from
+// memory once for all rows (bandwidth-bound); at more rows the panel is revisited per 6-row block in chunks of
+// kChunk input elements (16 KB) that stay in L1.
+//
+// Include after defining FLORENCE_PACKED_LINEAR_ENTRY, the name of the entry point this file compiles.
+#include <cstdint>
+#include <cstring>
+
+#include "engine/ops/packed_linear_args.h"
+
+namespace florence::ops {
+namespace {
+
+typedef float F8 __attribute__((vector_size(32)));
+
+inline F8 Load(const float* p) {
+  F8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void Store(float* p, F8 v) { std::memcpy(p, &v, sizeof(v)); }
+
+constexpr int64_t kPanel = kPackedLinearPanel;
+static_assert(kPanel == 16, "the register tile is two 8-float vectors wide");
+constexpr int64_t kTileRows = 6;
+constexpr int64_t kChunk = 256;  // input elements per pass over a panel when rows > kChunkRows
+constexpr int64_t kChunkRows = 8;
+
+// c[r, 0..16) (+)= sum_k x[r, k] * panel[k, 0..16) for R rows; `init` (16 floats) starts every row's sums
+// (the first chunk), otherwise they continue from c.
+template <int R>
+inline void Tile(const float* x, int64_t ldx, const float* panel, int64_t kc, float* c, int64_t ldc,
+                 const float* init) {
+  F8 acc[R][2];
+  for (int r = 0; r < R; ++r) {
+    acc[r][0] = Load(init != nullptr ? init : c + r * ldc);
+    acc[r][1] = Load(init != nullptr ? init + 8 : c + r * ldc + 8);
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    const F8 b0 = Load(panel + k * kPanel);
+    const F8 b1 = Load(panel + k * kPanel + 8);
+    for (int r = 0; r < R; ++r) {
+      const float s = x[r * ldx + k];
+      const F8 a = F8{s, s, s, s, s, s, s, s};
+      acc[r][0] += a * b0;
+      acc[r][1] += a * b1;
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    Store(c + r * ldc, acc[r][0]);
+    Store(c + r * ldc + 8, acc[r][1]);
+  }
+}
+
+inline void Rows(int64_t n, const float* x, int64_t ldx, const float* panel, int64_t kc, float* c, int64_t ldc,
+                 const float* init) {
+  switch (n) {
+    case 1: Tile<1>(x, ldx, panel, kc, c, ldc, init); break;
+    case 2: Tile<2>(x, ldx, panel, kc, c, ldc, init); break;
+    case 3: Tile<3>(x, ldx, panel, kc, c, ldc, init); break;
+    case 4: Tile<4>(x, ldx, panel, kc, c, ldc, init); break;
+    case 5: Tile<5>(x, ldx, panel, kc, c, ldc, init); break;
+    default: Tile<6>(x, ldx, panel, kc, c, ldc, init); break;
+  }
+}
+
+}  // namespace
+
+void FLORENCE_PACKED_LINEAR_ENTRY(const PackedLinearArgs& a, int64_t begin, int64_t end, float* tile) {
+  const int64_t chunk = a.rows > kChunkRows ? kChunk : a.in;
+  for (int64_t p = begin; p < end; ++p) {
+    const float* panel = a.packed + p * a.in * kPanel;
+    const int64_t col = p * kPanel;
+    const int64_t width = a.out - col < kPanel ? a.out - col : kPanel;
+    float init[kPanel] = {};
+    if (a.bias != nullptr) std::memcpy(init, a.bias + col, static_cast<size_t>(width) * sizeof(float));
+    // A full panel writes into y; the last, partial one into the tile, copied out below.
+    const bool full = width == kPanel;
+    float* c = full ? a.y + col : tile;
+    const int64_t ldc = full ? a.out : kPanel;
+    for (int64_t k0 = 0; k0 < a.in; k0 += chunk) {
+      const int64_t kc = a.in - k0 < chunk ? a.in - k0 : chunk;
+      for (int64_t m = 0; m < a.rows; m += kTileRows) {
+        const int64_t n = a.rows - m < kTileRows ? a.rows - m : kTileRows;
+        Rows(n, a.x + m * a.in + k0, a.in, panel + k0 * kPanel, kc, c + m * ldc, ldc, k0 == 0 ? init : nullptr);
+      }
+    }
+    if (!full) {
+      for (int64_t m = 0; m < a.rows; ++m) {
+        std::memcpy(a.y + m * a.out + col, tile + m * kPanel, static_cast<size_t>(width) * sizeof(float));
+      }
+    }
+  }
+}
+
+}  // namespace florence::ops
+
+#undef FLORENCE_PACKED_LINEAR_ENTRY
