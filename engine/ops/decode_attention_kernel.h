@@ -9,21 +9,12 @@
 #include <cstring>
 
 #include "engine/ops/decode_attention_args.h"
+#include "engine/ops/vec8.h"
 
 namespace florence::ops {
 namespace {
 
-// 8 floats; a 256-bit register under -mavx2, two 128-bit ones otherwise.
-typedef float F8 __attribute__((vector_size(32)));
-typedef int32_t I8 __attribute__((vector_size(32)));
-
-inline F8 Load(const float* p) {
-  F8 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline void Store(float* p, F8 v) { std::memcpy(p, &v, sizeof(v)); }
-inline F8 Splat(float x) { return F8{x, x, x, x, x, x, x, x}; }
+typedef int32_t I8 __attribute__((vector_size(32)));  // F8's lanes as integers (vec8.h)
 inline float Sum(F8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
 inline float Max(float a, float b) { return a > b ? a : b; }
 

@@ -14,18 +14,10 @@
 #include <cstring>
 
 #include "engine/ops/packed_linear_args.h"
+#include "engine/ops/vec8.h"
 
 namespace florence::ops {
 namespace {
-
-typedef float F8 __attribute__((vector_size(32)));
-
-inline F8 Load(const float* p) {
-  F8 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline void Store(float* p, F8 v) { std::memcpy(p, &v, sizeof(v)); }
 
 constexpr int64_t kPanel = kPackedLinearPanel;
 static_assert(kPanel == 16, "the register tile is two 8-float vectors wide");
@@ -47,8 +39,7 @@ inline void Tile(const float* x, int64_t ldx, const float* panel, int64_t kc, fl
     const F8 b0 = Load(panel + k * kPanel);
     const F8 b1 = Load(panel + k * kPanel + 8);
     for (int r = 0; r < R; ++r) {
-      const float s = x[r * ldx + k];
-      const F8 a = F8{s, s, s, s, s, s, s, s};
+      const F8 a = Splat(x[r * ldx + k]);
       acc[r][0] += a * b0;
       acc[r][1] += a * b1;
     }

@@ -144,3 +144,22 @@ def stack_cross(reqs: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     cross_mask = torch.cat([torch.nn.functional.pad(r.cross_mask, (0, s_enc - r.cross_mask.shape[1])) for r in reqs])
     cross_k = torch.cat([pad(r.cross_k) for r in reqs], dim=1)
     return cross_k, torch.cat([pad(r.cross_v) for r in reqs], dim=1), cross_mask
+
+
+def decode_logits(module, steps: int = 24) -> torch.Tensor:
+    """Logits of ``steps`` decode steps of 5 rows (3 beams of one request and 2 of another, the second's encoder
+    row padded), fed fixed random tokens, so that the variants of one artefact compared (packings, attention
+    kernels) see the same inputs."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        feats = module.image_features(torch.randn(2, 3, 768, 768, generator=gen))
+        ids = torch.randint(3, 500, (2, 9), generator=gen)
+        mask = torch.ones(2, feats.shape[1] + 9, dtype=torch.long)
+        mask[1, -4:] = 0
+        cross_k, cross_v = module.cross_kv(module.encode(feats, ids, mask))
+        rows = torch.tensor([0, 0, 0, 1, 1])
+        tokens = torch.randint(3, 500, (steps, 5), generator=gen)
+        self_k, self_v = module.empty_self_cache(5, 32), module.empty_self_cache(5, 32)
+        out = [module.decode_step(tokens[pos], torch.full((5,), pos), self_k, self_v, cross_k, cross_v, mask, rows)
+               for pos in range(steps)]
+    return torch.stack(out)

@@ -13,7 +13,7 @@ import torch
 
 from tools.florence2 import ops
 
-from conftest import Artefact
+from conftest import Artefact, decode_logits
 
 REPO = Path(__file__).resolve().parents[2]
 TOL = 2e-6  # float32 rounding of a 64-term dot product and a softmax over <= 600 keys (measured <= 4e-7)
@@ -126,28 +126,12 @@ def test_rejects_bad_inputs_with_a_message(native, bad: dict, message: str) -> N
 
 def test_exported_decode_step_fused_equals_sdpa(native, tiny_artefacts: list[Artefact]) -> None:
     """The artefact's decode step through the operator (its default on the CPU) against the same artefact with
-    the attribute off (SDPA): beams sharing a cross row, a padded encoder row, 24 greedy steps."""
+    the attribute off (SDPA): beams sharing a cross row, a padded encoder row, 24 steps on the same tokens."""
     module = torch.jit.load(str(tiny_artefacts[0].dir / "model.ts")).eval()
     assert module.fused_decode_attention
-    gen = torch.Generator().manual_seed(0)
-    with torch.inference_mode():
-        feats = module.image_features(torch.randn(2, 3, 768, 768, generator=gen))
-        ids = torch.randint(3, 500, (2, 9), generator=gen)
-        mask = torch.ones(2, feats.shape[1] + 9, dtype=torch.long)
-        mask[1, -4:] = 0
-        cross_k, cross_v = module.cross_kv(module.encode(feats, ids, mask))
-        rows = torch.tensor([0, 0, 0, 1, 1])
-        logits = {}
-        for fused in (True, False):
-            module.fused_decode_attention = fused
-            self_k, self_v = module.empty_self_cache(5, 32), module.empty_self_cache(5, 32)
-            tokens, steps = torch.full((5,), 2), []
-            for pos in range(24):
-                out = module.decode_step(tokens, torch.full((5,), pos), self_k, self_v, cross_k, cross_v, mask, rows)
-                steps.append(out)
-                tokens = out.argmax(-1) if fused else tokens_fused[pos]  # both runs feed the same tokens
-            if fused:
-                tokens_fused = [s.argmax(-1) for s in steps]
-            logits[fused] = torch.stack(steps)
+    logits = {}
+    for fused in (True, False):
+        module.fused_decode_attention = fused
+        logits[fused] = decode_logits(module)
     scale = logits[False].abs().max().item()
     assert (logits[True] - logits[False]).abs().max().item() <= 1e-5 * max(scale, 1.0)

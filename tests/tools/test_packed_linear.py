@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from tools.florence2 import ops
 
-from conftest import Artefact
+from conftest import Artefact, decode_logits
 
 REPO = Path(__file__).resolve().parents[2]
 # float32 rounding of each output's sum relative to the sum of its terms' magnitudes (measured <= 2e-7; a
@@ -121,24 +121,6 @@ def test_rejects_bad_inputs_with_a_message(native, call, message: str) -> None:
     with pytest.raises(RuntimeError) as err:
         call(w, torch.ops.florence.pack_linear(w))
     assert message in str(err.value)
-
-
-def decode_logits(module, steps: int = 24) -> torch.Tensor:
-    """Logits of ``steps`` decode steps of 5 rows (3 beams of one request and 2 of another, the second's encoder
-    row padded), fed fixed tokens so that every packing sees the same inputs."""
-    gen = torch.Generator().manual_seed(0)
-    with torch.inference_mode():
-        feats = module.image_features(torch.randn(2, 3, 768, 768, generator=gen))
-        ids = torch.randint(3, 500, (2, 9), generator=gen)
-        mask = torch.ones(2, feats.shape[1] + 9, dtype=torch.long)
-        mask[1, -4:] = 0
-        cross_k, cross_v = module.cross_kv(module.encode(feats, ids, mask))
-        rows = torch.tensor([0, 0, 0, 1, 1])
-        tokens = torch.randint(3, 500, (steps, 5), generator=gen)
-        self_k, self_v = module.empty_self_cache(5, 32), module.empty_self_cache(5, 32)
-        out = [module.decode_step(tokens[pos], torch.full((5,), pos), self_k, self_v, cross_k, cross_v, mask, rows)
-               for pos in range(steps)]
-    return torch.stack(out)
 
 
 def test_exported_decode_step_on_packed_weights(native, tiny_artefacts: list[Artefact]) -> None:
