@@ -22,8 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 # dropped or doubled term of a 3072-term sum is ~3e-4).
 REL_TOL = 1e-5
 
-# (rows, in, out): rows across the 6-row tiles and the chunking threshold (> 8 rows: 256-element chunks), inputs
-# with a partial last chunk, outputs with a partial last panel or a single column.
+# (rows, in, out): rows across the 6-row tiles and the chunking regimes (1-2 rows whole panels; 3-6 rows one tile
+# over 128-element chunks; 7-12 rows two tiles over 64; more, 128), inputs with a partial last chunk or shorter
+# than one, outputs with a partial last panel or a single column.
 SHAPES = [(1, 768, 768), (2, 768, 2304), (3, 768, 1005), (5, 300, 17), (6, 64, 16), (7, 3072, 768),
           (9, 300, 33), (13, 768, 1), (32, 768, 3072), (54, 520, 250)]
 
