@@ -5,7 +5,7 @@
 #   bench/packed_linear_ab.sh REV [ROWS...] [--repeats=21] [--threads=2]
 #   e.g. bench/packed_linear_ab.sh e86984e~1 1 3 8 16 32 54
 #
-# Both kernels are compiled as the project compiles its AVX2 kernel (-O2 -mavx2 -mfma), against the working tree's
+# Both kernels are compiled as the project compiles its AVX2 kernel (-O3 -mavx2 -mfma), against the working tree's
 # packed_linear_args.h and vec8.h. Needs g++ with OpenMP and git; no Torch.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -19,7 +19,7 @@ for side in old new; do
   entry="PackedLinear${side^}"
   printf '#include "engine/ops/packed_linear_args.h"\n#define FLORENCE_PACKED_LINEAR_ENTRY %s\n#include "%s_kernel.h"\n' \
     "$entry" "$side" > "$work/$side.cc"
-  g++ -std=c++20 -O2 -mavx2 -mfma -I"$repo" -I"$work" -c "$work/$side.cc" -o "$work/$side.o"
+  g++ -std=c++17 -O3 -mavx2 -mfma -I"$repo" -I"$work" -c "$work/$side.cc" -o "$work/$side.o"
 done
-g++ -std=c++20 -O2 -fopenmp -I"$repo" "$repo/bench/packed_linear_ab.cc" "$work/old.o" "$work/new.o" -o "$work/ab"
+g++ -std=c++17 -O2 -fopenmp -I"$repo" "$repo/bench/packed_linear_ab.cc" "$work/old.o" "$work/new.o" -o "$work/ab"
 "$work/ab" "$@"
