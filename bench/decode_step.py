@@ -16,7 +16,7 @@ packing (the decoder's and lm_head's linears on oneDNN's prepacked GEMM, as befo
 weights, as the engine runs it. The paths are timed in turn, row count by row count, round after round (which
 path goes first alternating), so a drift of the machine hits both alike. Prints one JSON line per path and row
 count: milliseconds per step (median over --repeats rounds, after 2 warm-up steps), the ratio to the path's
-first row count and, for cpu_prepack, the speed-up over plain, onednn and sdpa. Random cache contents: the cost does not depend on the values.
+first row count (of the medians, and `paired_ratio_to_first`: the median of the round-by-round ratios) and, for cpu_prepack, the speed-up over plain, onednn and sdpa. Random cache contents: the cost does not depend on the values.
 """
 from __future__ import annotations
 
@@ -99,11 +99,17 @@ def main() -> int:
                     steps[(path, rows)]()
                     times[(path, rows)].append((time.perf_counter() - t0) * 1000)
         ms = {key: statistics.median(t) for key, t in times.items()}
+        # The same ratio round by round (each row count's step timed seconds after the first row count's, in the
+        # same round), then the median: a drift of the VM between rounds cancels out of it.
+        paired = {(path, rows): statistics.median(a / b for a, b in zip(times[(path, rows)],
+                                                                        times[(path, rows_list[0])]))
+                  for path in paths for rows in rows_list}
         for path in paths:
             for rows in rows_list:
                 line = {"path": path, "rows": rows, "requests": -(-rows // args.beams), "position": args.position,
                         "ms": round(ms[(path, rows)], 1),
                         "ratio_to_first": round(ms[(path, rows)] / ms[(path, rows_list[0])], 2),
+                        "paired_ratio_to_first": round(paired[(path, rows)], 2),
                         "threads": args.threads}
                 if path == "cpu_prepack" and "sdpa" in paths:
                     line["speedup_vs_sdpa"] = round(ms[("sdpa", rows)] / ms[(path, rows)], 2)
