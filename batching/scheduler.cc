@@ -13,7 +13,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 #include <c10/util/Exception.h>
-#include <openssl/sha.h>
+#include <openssl/evp.h>
 #include <torch/cuda.h>
 
 #include <algorithm>
@@ -79,6 +79,8 @@ absl::Status GuardTorch(absl::string_view stage, F&& f) {
         absl::StrCat(stage, ": out of device memory: ", e.what_without_backtrace()));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat(stage, ": ", e.what_without_backtrace()));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(stage, ": out of host memory"));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat(stage, ": ", e.what()));
   }
@@ -230,14 +232,17 @@ int LetterboxPatch(const engine::ModelDir& dir) {
   return static_cast<int>(dir.preprocess.size / g);
 }
 
-std::string Sha256Of(absl::string_view a, absl::string_view b) {
-  SHA256_CTX ctx;
-  SHA256_Init(&ctx);
-  SHA256_Update(&ctx, a.data(), a.size());
-  SHA256_Update(&ctx, b.data(), b.size());
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256_Final(digest, &ctx);
-  return std::string(reinterpret_cast<const char*>(digest), sizeof(digest));
+absl::StatusOr<std::string> Sha256Of(absl::string_view a, absl::string_view b) {
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (ctx == nullptr || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1 ||
+      EVP_DigestUpdate(ctx.get(), a.data(), a.size()) != 1 ||
+      EVP_DigestUpdate(ctx.get(), b.data(), b.size()) != 1 ||
+      EVP_DigestFinal_ex(ctx.get(), digest, &size) != 1) {
+    return absl::ResourceExhaustedError("image hash: OpenSSL could not allocate");
+  }
+  return std::string(reinterpret_cast<const char*>(digest), size);
 }
 
 class SchedulerImpl final : public Scheduler {
@@ -314,7 +319,7 @@ class SchedulerImpl final : public Scheduler {
       job->handle = ++next_handle_;
       registry_[job->handle] = job;
     }
-    observer_->OnQueueDepth(waiting());
+    PublishQueueDepth();
     Post(job, [this, job] { Prepare(job); });
     return job->handle;
   }
@@ -338,7 +343,7 @@ class SchedulerImpl final : public Scheduler {
       queue_.erase(q);
       --waiting_;
     }
-    observer_->OnQueueDepth(waiting());
+    PublishQueueDepth();
     Fail(job, absl::CancelledError("the request was cancelled by the client"));
   }
 
@@ -407,6 +412,13 @@ class SchedulerImpl final : public Scheduler {
     return waiting_;
   }
 
+  // Reads and publishes the queue depth as one step, so publishes from several threads cannot leave an
+  // older value on the gauge than the last change.
+  void PublishQueueDepth() ABSL_LOCKS_EXCLUDED(mu_, depth_mu_) {
+    absl::MutexLock lock(&depth_mu_);
+    observer_->OnQueueDepth(waiting());
+  }
+
   absl::Duration RetryHintLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const double per_request_ms = std::max(50.0, service_ms_ewma_.load());
     return absl::Milliseconds(per_request_ms * static_cast<double>(waiting_ + 1) /
@@ -461,18 +473,18 @@ class SchedulerImpl final : public Scheduler {
 
   void Prepare(const std::shared_ptr<Job>& job) {
     const absl::Time start = absl::Now();
-    absl::Status st = PrepareInputs(*job);
-    if (st.ok() && job->cancelled) st = absl::CancelledError("the request was cancelled by the client");
-    if (st.ok() && absl::Now() >= job->request.deadline) {
-      st = absl::DeadlineExceededError("the deadline passed before the request was queued");
-    }
+    // A request cancelled or expired while it waited for a worker costs no decoding: under overload the
+    // workers' backlog is where dead requests pile up.
+    absl::Status st = Abandoned(*job);
+    if (st.ok()) st = PrepareInputs(*job);
+    if (st.ok()) st = Abandoned(*job);
     job->prepare_ms = MsBetween(start, absl::Now());
     if (!st.ok()) {
       {
         absl::MutexLock lock(&mu_);
         --waiting_;
       }
-      observer_->OnQueueDepth(waiting());
+      PublishQueueDepth();
       Complete(job, st);
       return;
     }
@@ -481,6 +493,9 @@ class SchedulerImpl final : public Scheduler {
       if (stop_) {
         --waiting_;
         st = absl::UnavailableError("the server is shutting down");
+      } else if (job->cancelled) {  // Cancel ran after the check above and did not find it in queue_
+        --waiting_;
+        st = absl::CancelledError("the request was cancelled by the client");
       } else {
         job->enqueued = absl::Now();
         auto pos = std::find_if(queue_.begin(), queue_.end(), [&](const auto& other) {
@@ -491,6 +506,14 @@ class SchedulerImpl final : public Scheduler {
       }
     }
     if (!st.ok()) Complete(job, st);
+  }
+
+  static absl::Status Abandoned(const Job& job) {
+    if (job.cancelled) return absl::CancelledError("the request was cancelled by the client");
+    if (absl::Now() >= job.request.deadline) {
+      return absl::DeadlineExceededError("the deadline passed before the request was queued");
+    }
+    return absl::OkStatus();
   }
 
   absl::Status PrepareInputs(Job& job) {
@@ -562,11 +585,12 @@ class SchedulerImpl final : public Scheduler {
       job.prompt_ids.push_back(*std::move(ids));
     }
     if (features_.enabled()) {
-      job.image_key = r.raw.has_value()
-                          ? Sha256Of(absl::StrCat("raw:", image->width, "x", image->height),
-                                     absl::string_view(reinterpret_cast<const char*>(image->rgb.data()),
-                                                       image->rgb.size()))
-                          : Sha256Of("encoded:", r.encoded_image);
+      FLORENCE_ASSIGN_OR_RETURN(
+          job.image_key,
+          r.raw.has_value()
+              ? Sha256Of(absl::StrCat("raw:", image->width, "x", image->height),
+                         absl::string_view(reinterpret_cast<const char*>(image->rgb.data()), image->rgb.size()))
+              : Sha256Of("encoded:", r.encoded_image));
     }
     if (letterbox) {
       job.pixels.resize(engine::PreprocessedSize(dir_.preprocess));
@@ -647,7 +671,7 @@ class SchedulerImpl final : public Scheduler {
         }
       }
       if (stop) break;
-      observer_->OnQueueDepth(waiting());
+      PublishQueueDepth();
       for (auto& [job, status] : to_fail) Fail(job, status);
       if (!to_encode.empty()) {
         EncodeBatch(std::move(to_encode));
@@ -1026,6 +1050,7 @@ class SchedulerImpl final : public Scheduler {
   const int letterbox_patch_;  // canvas pixels per image token side
   const int64_t vision_batch_;  // images per vision-tower call (0 = all)
 
+  absl::Mutex depth_mu_ ABSL_ACQUIRED_BEFORE(mu_);  // orders the queue-depth publishes
   mutable absl::Mutex mu_;  // protects the queue, registry and counters below
   absl::CondVar work_cv_;   // signalled on new queued work, cancel, stop
   std::vector<std::shared_ptr<Job>> queue_ ABSL_GUARDED_BY(mu_);  // by priority, then arrival

@@ -12,6 +12,7 @@
 #include <iostream>
 #include <limits>
 #include <string>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -122,6 +123,15 @@ int DurationMs(absl::Duration d) {
                                               std::numeric_limits<int>::max()));
 }
 
+// What the signal thread hands the main thread.
+struct SignalState {
+  absl::Mutex mu;
+  bool serving ABSL_GUARDED_BY(mu) = false;  // set by main once health says SERVING
+  int received ABSL_GUARDED_BY(mu) = 0;      // the signal that arrived after that
+};
+
+const char* SignalName(int sig) { return sig == SIGTERM ? "SIGTERM" : "SIGINT"; }
+
 int Fail(const std::string& what, const absl::Status& status) {
   spdlog::critical("{}: {}", what, status.ToString());
   return 1;
@@ -150,13 +160,27 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
 
-  // Signals are taken synchronously by this thread (sigwait); every thread
-  // started from here on inherits the blocked mask.
+  // Signals are taken synchronously by a thread of their own (sigwait); every
+  // thread started from here on inherits the blocked mask. Before SERVING a
+  // signal ends the process at once: nothing was accepted yet, and loading or
+  // warming up a model can outlast a pod's termination grace period.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  static SignalState signal_state;  // outlives the detached thread
+  std::thread([signals] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    absl::MutexLock lock(&signal_state.mu);
+    if (!signal_state.serving) {
+      spdlog::info("{} received before SERVING: exiting", SignalName(sig));
+      spdlog::shutdown();  // flushes the log
+      std::_Exit(0);
+    }
+    signal_state.received = sig;
+  }).detach();
 
   absl::StatusOr<std::unique_ptr<Metrics>> metrics =
       Metrics::Create(absl::GetFlag(FLAGS_metrics_address));
@@ -241,17 +265,28 @@ int main(int argc, char** argv) {
   (*server)->Attach(scheduler->get());
   if (absl::GetFlag(FLAGS_warmup)) {
     const absl::Time t = absl::Now();
-    if (absl::Status st = (*scheduler)->Warmup(); !st.ok()) return Fail("warm-up", st);
+    if (absl::Status st = (*scheduler)->Warmup(); !st.ok()) {
+      (*server)->Shutdown(absl::Now());  // before the scheduler it calls into goes
+      return Fail("warm-up", st);
+    }
     spdlog::info("warm-up done in {:.1f} s", absl::ToDoubleSeconds(absl::Now() - t));
   }
-  (*server)->SetServing(true);
-  spdlog::info("SERVING");
+  {
+    absl::MutexLock lock(&signal_state.mu);
+    signal_state.serving = true;
+    (*server)->SetServing(true);
+    spdlog::info("SERVING");
+  }
 
   int sig = 0;
-  sigwait(&signals, &sig);
+  {
+    absl::MutexLock lock(&signal_state.mu);
+    signal_state.mu.Await(absl::Condition(
+        +[](int* received) { return *received != 0; }, &signal_state.received));
+    sig = signal_state.received;
+  }
   const absl::Duration grace = absl::GetFlag(FLAGS_grace_period);
-  spdlog::info("{} received: draining (grace period {})", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-               absl::FormatDuration(grace));
+  spdlog::info("{} received: draining (grace period {})", SignalName(sig), absl::FormatDuration(grace));
   const absl::Time deadline = absl::Now() + grace;
   // NOT_SERVING, and new calls get UNAVAILABLE from the service (also new
   // requests on open RunStreams, from the scheduler) while the port stays open.

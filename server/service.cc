@@ -65,18 +65,20 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext* ctx) {
   return absl::FromChrono(d);
 }
 
-// Request id for logs: the client's x-request-id (printable, <= 64 chars) or
-// a server counter.
+// A client-chosen id as it may appear in a log line: printable, no spaces, <= 64 chars; else `fallback`.
+std::string LogSafeId(absl::string_view id, std::string fallback) {
+  bool printable = !id.empty() && id.size() <= 64;
+  for (char c : id) printable &= absl::ascii_isgraph(static_cast<unsigned char>(c));
+  return printable ? std::string(id) : std::move(fallback);
+}
+
+// Request id for logs: the client's x-request-id or a server counter.
 std::string RequestId(const grpc::CallbackServerContext* ctx, uint64_t counter) {
   const auto& md = ctx->client_metadata();
   auto it = md.find("x-request-id");
-  if (it != md.end() && it->second.size() <= 64) {
-    std::string id(it->second.data(), it->second.size());
-    bool printable = !id.empty();
-    for (char c : id) printable &= absl::ascii_isgraph(static_cast<unsigned char>(c));
-    if (printable) return id;
-  }
-  return absl::StrCat("r", counter);
+  const std::string fallback = absl::StrCat("r", counter);
+  if (it == md.end()) return fallback;
+  return LogSafeId(absl::string_view(it->second.data(), it->second.size()), fallback);
 }
 
 // Length-independent comparison of the bearer token.
@@ -188,6 +190,11 @@ class WriteQueue {
       status_ = std::move(status);
     }
     Pump();
+  }
+  // Messages queued or being written.
+  int backlog() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    return static_cast<int>(pending_.size()) + (writing_ ? 1 : 0);
   }
   // From the reactor's OnWriteDone. Returns false when the stream broke (the
   // client went away): the caller should cancel its work.
@@ -314,6 +321,14 @@ class RunCall final : public grpc::ServerWriteReactor<v1::RunEvent> {
 
 // ---- RunStream: many requests over one bidirectional stream -------------------
 
+// Requests of one stream that are in the scheduler or answered but not yet written. At the cap the stream
+// stops reading, so a client that sends without reading its responses is held back by HTTP/2 flow control
+// instead of growing the server's memory.
+constexpr int kStreamWindow = 32;
+
+// The call stays open while a read is in flight or a request is unanswered: `reading_` and `outstanding_` are
+// claimed under mu_ before the read is started or the request is submitted, so the thread that sees neither
+// (reads done, nothing outstanding) is the one that finishes the call, and nothing touches the call after that.
 class StreamCall final : public grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse> {
  public:
   StreamCall(Context context, absl::Status admitted) : context_(std::move(context)), writes_(this) {
@@ -322,26 +337,48 @@ class StreamCall final : public grpc::ServerBidiReactor<v1::StreamRequest, v1::S
       writes_.Close(ToGrpcStatus(admitted));
       return;
     }
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = true;
+    }
     StartRead(&incoming_);
   }
 
   void OnReadDone(bool ok) override {
     if (!ok) {  // the client half-closed (or the call ended)
+      bool close = false;
       {
         absl::MutexLock lock(&mu_);
+        reading_ = false;
         reads_done_ = true;
+        close = ClaimCloseLocked();
       }
-      MaybeClose();
+      if (close) Close();  // last
       return;
     }
     v1::StreamRequest request = std::move(incoming_);
     incoming_.Clear();
-    StartRead(&incoming_);
-    Submit(std::move(request));
+    bool read = false;
+    int64_t ordinal = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+      ++outstanding_;  // this request keeps the call open until it is answered
+      ordinal = ++read_count_;
+      read = ClaimReadLocked();
+    }
+    if (read) StartRead(&incoming_);
+    Submit(std::move(request), ordinal);
   }
 
   void OnWriteDone(bool ok) override {
     if (!writes_.WriteDone(ok)) CancelAll();
+    bool read = false;
+    {
+      absl::MutexLock lock(&mu_);
+      read = ClaimReadLocked();  // the write backlog shrank
+    }
+    if (read) StartRead(&incoming_);
   }
   void OnCancel() override { CancelAll(); }
   void OnDone() override { delete this; }
@@ -373,14 +410,15 @@ class StreamCall final : public grpc::ServerBidiReactor<v1::StreamRequest, v1::S
     const bool return_mask_;
   };
 
-  void Submit(v1::StreamRequest request) {
+  // Runs inside OnReadDone with this request counted in outstanding_; `ordinal`: its place in the stream.
+  void Submit(v1::StreamRequest request, int64_t ordinal) {
     const bool return_mask = request.request().return_mask();
     auto sink = std::make_unique<Sink>(this, request.id(), return_mask);
     Sink* raw = sink.get();
     absl::StatusOr<batching::Request> converted = FromTask(*request.mutable_request());
     absl::Status st = converted.status();
     if (st.ok()) {
-      converted->id = absl::StrCat(context_.id, "/", request.id());
+      converted->id = absl::StrCat(context_.id, "/", LogSafeId(request.id(), absl::StrCat("#", ordinal)));
       converted->deadline = DeadlineOf(context_.ctx);
       converted->received = absl::Now();
       absl::MutexLock lock(&mu_);
@@ -388,13 +426,11 @@ class StreamCall final : public grpc::ServerBidiReactor<v1::StreamRequest, v1::S
         st = absl::CancelledError("the stream was cancelled");
       } else {
         sinks_.push_back(std::move(sink));
-        ++outstanding_;
         absl::StatusOr<RequestHandle> h = context_.scheduler->Submit(*std::move(converted), raw);
         if (h.ok()) {
           raw->handle = *h;
           return;
         }
-        --outstanding_;
         sinks_.pop_back();
         st = h.status();
       }
@@ -403,20 +439,54 @@ class StreamCall final : public grpc::ServerBidiReactor<v1::StreamRequest, v1::S
     response.set_id(request.id());
     response.set_code(static_cast<int>(st.code()));
     response.set_message(std::string(st.message()));
-    writes_.Push(std::move(response));
+    Answered(nullptr, std::move(response));
   }
 
-  void Deliver(Sink* sink, v1::StreamResponse response) {
+  void Deliver(Sink* sink, v1::StreamResponse response) { Answered(sink, std::move(response)); }
+
+  // One request's response: queued for writing, then the request stops holding the call open. From the
+  // scheduler's thread (a sink) or inside OnReadDone (a request refused before it reached the scheduler).
+  void Answered(Sink* sink, v1::StreamResponse response) {
     writes_.Push(std::move(response));
+    bool read = false;
+    bool close = false;
     {
       absl::MutexLock lock(&mu_);
-      sink->done = true;
+      if (sink != nullptr) {
+        sink->done = true;
+        // Sinks that completed earlier are no longer referenced by the
+        // scheduler; this one is still on its way out of OnDone.
+        sinks_.remove_if([sink](const std::unique_ptr<Sink>& s) { return s->done && s.get() != sink; });
+      }
       --outstanding_;
-      // Sinks that completed earlier are no longer referenced by the
-      // scheduler; this one is still on its way out of OnDone.
-      sinks_.remove_if([sink](const std::unique_ptr<Sink>& s) { return s->done && s.get() != sink; });
+      read = ClaimReadLocked();
+      close = !read && ClaimCloseLocked();
     }
-    MaybeClose();
+    if (read) StartRead(&incoming_);  // the read in flight keeps the call open
+    if (close) Close();               // last
+  }
+
+  // Whether to start the next read now; claims it. While cancelled, reads go on: the next one fails at once
+  // and ends the reading side.
+  bool ClaimReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (reading_ || reads_done_ || closed_) return false;
+    if (!cancelled_ && outstanding_ + writes_.backlog() >= kStreamWindow) return false;
+    reading_ = true;
+    return true;
+  }
+
+  // Whether the call can finish now (the client stopped sending, every request was answered); claims it.
+  bool ClaimCloseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!reads_done_ || reading_ || outstanding_ > 0 || closed_) return false;
+    closed_ = true;
+    close_status_ = cancelled_ ? absl::CancelledError("the stream was cancelled") : absl::OkStatus();
+    return true;
+  }
+
+  // Finishes once the queued writes are out. Only by the thread whose ClaimCloseLocked returned true.
+  void Close() {
+    context_.Record(close_status_);
+    writes_.Close(ToGrpcStatus(close_status_));  // last
   }
 
   void CancelAll() {
@@ -431,34 +501,19 @@ class StreamCall final : public grpc::ServerBidiReactor<v1::StreamRequest, v1::S
     for (RequestHandle h : handles) context_.scheduler->Cancel(h);
   }
 
-  // Finish once the client stopped sending and every request was answered.
-  void MaybeClose() {
-    {
-      absl::MutexLock lock(&mu_);
-      if (!reads_done_ || outstanding_ > 0 || closed_) return;
-      closed_ = true;
-    }
-    const absl::Status st = cancelled_for_record() ? absl::CancelledError("the stream was cancelled")
-                                                   : absl::OkStatus();
-    context_.Record(st);
-    writes_.Close(ToGrpcStatus(st));  // last
-  }
-
-  bool cancelled_for_record() {
-    absl::MutexLock lock(&mu_);
-    return cancelled_;
-  }
-
   const Context context_;
   WriteQueue<grpc::ServerBidiReactor<v1::StreamRequest, v1::StreamResponse>, v1::StreamResponse>
       writes_;
   v1::StreamRequest incoming_;  // owned by the read in flight
   absl::Mutex mu_;              // protects the fields below and Sink::done
   std::list<std::unique_ptr<Sink>> sinks_ ABSL_GUARDED_BY(mu_);
-  int outstanding_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t read_count_ ABSL_GUARDED_BY(mu_) = 0;  // requests read so far
+  int outstanding_ ABSL_GUARDED_BY(mu_) = 0;  // requests read and not yet answered
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;  // a read is in flight
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status close_status_;  // written once, under mu_, by the thread that claims the close; read by it only
 };
 
 // Segmentation instances and the mask, which several typed responses carry.

@@ -332,6 +332,23 @@ TEST_F(SchedulerTest, FullQueueIsResourceExhaustedWhileAdmittedWorkCompletes) {
   EXPECT_EQ(d.done_calls(), 0);  // refused at Submit: no OnDone
 }
 
+// A request whose deadline passed before a worker took it is answered without decoding its image: the answer is
+// DEADLINE_EXCEEDED even for bytes that would fail to decode, and the scheduler is left with nothing in flight.
+TEST_F(SchedulerTest, AnExpiredRequestIsNotDecoded) {
+  auto scheduler = Make();
+  ASSERT_NE(scheduler, nullptr);
+  Request r = MakeRequest({"coffee.png", Task::kCaption, "", std::nullopt, 1, 4});
+  r.encoded_image = std::string(4096, '\x5a');  // no image format: decoding would be INVALID_ARGUMENT
+  r.deadline = absl::Now() - absl::Milliseconds(1);
+  Collector expired;
+  ASSERT_TRUE(scheduler->Submit(std::move(r), &expired).ok());
+  const auto& out = expired.Wait();
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kDeadlineExceeded) << out.status();
+  EXPECT_EQ(expired.done_calls(), 1);
+  for (int i = 0; i < 200 && scheduler->in_flight() > 0; ++i) absl::SleepFor(absl::Milliseconds(5));
+  EXPECT_EQ(scheduler->in_flight(), 0);
+}
+
 TEST_F(SchedulerTest, MultiTaskRunsTheVisionTowerOnceAndMatchesEachTaskAlone) {
   auto scheduler = Make();
   ASSERT_NE(scheduler, nullptr);

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -312,7 +313,9 @@ TEST_F(ServerTest, RunStreamsCompleteItemsInOrderThenTheUnaryResult) {
       EXPECT_EQ(detections, final_result.detections_size());
       EXPECT_EQ(regions, final_result.ocr_regions_size());
       EXPECT_EQ(instances, final_result.instances_size());
-      if (task == v1::TASK_CAPTION) EXPECT_EQ(text, final_result.text());
+      if (task == v1::TASK_CAPTION) {
+        EXPECT_EQ(text, final_result.text());
+      }
       items += detections + regions + instances;
       // The unary answer to the same request is the stream's final result.
       grpc::ClientContext uctx;
@@ -415,6 +418,72 @@ TEST_F(ServerTest, RunStreamAnswersManyRequestsOverOneStream) {
   }
   EXPECT_EQ(responses["bad"].code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(responses["bad"].message(), HasSubstr("image"));
+}
+
+// A client that half-closes right after its only request still gets that request's response before the stream
+// ends OK. The request carries a large raw image so that converting it takes a while: the client's half-close
+// then reaches the server while the request is still being submitted.
+TEST_F(ServerTest, RunStreamAnswersARequestFollowedAtOnceByTheHalfClose) {
+  constexpr int kW = 1200, kH = 1000;
+  std::string rgb(size_t{kW} * kH * 3, '\0');
+  for (size_t i = 0; i < rgb.size(); ++i) rgb[i] = static_cast<char>((i * 7) % 251);
+  for (int round = 0; round < 8; ++round) {
+    grpc::ClientContext ctx;
+    auto stream = stack_->stub->RunStream(&ctx);
+    v1::StreamRequest r;
+    r.set_id(absl::StrCat("only-", round));
+    r.mutable_request()->set_task(v1::TASK_CAPTION);
+    r.mutable_request()->mutable_image()->mutable_raw()->set_width(kW);
+    r.mutable_request()->mutable_image()->mutable_raw()->set_height(kH);
+    r.mutable_request()->mutable_image()->mutable_raw()->set_rgb(rgb);
+    *r.mutable_request()->mutable_options() = Opts(1, 2);
+    ASSERT_TRUE(stream->Write(r, grpc::WriteOptions().set_last_message()));
+    std::vector<v1::StreamResponse> responses;
+    v1::StreamResponse resp;
+    while (stream->Read(&resp)) responses.push_back(resp);
+    ASSERT_TRUE(stream->Finish().ok()) << "round " << round;
+    ASSERT_EQ(responses.size(), 1u) << "round " << round;
+    EXPECT_EQ(responses[0].id(), absl::StrCat("only-", round));
+    EXPECT_EQ(responses[0].code(), 0) << responses[0].message();
+    EXPECT_EQ(responses[0].result().image_width(), static_cast<uint32_t>(kW));
+  }
+}
+
+// More requests on one stream than it keeps in flight (it stops reading at its window and reads on as
+// responses go out): every one answered, once, in the tokens of the request alone.
+TEST_F(ServerTest, RunStreamReadsPastItsWindow) {
+  grpc::ClientContext ctx;
+  auto stream = stack_->stub->RunStream(&ctx);
+  constexpr int kRequests = 40;
+  std::thread writer([&] {
+    for (int i = 0; i < kRequests; ++i) {
+      v1::StreamRequest r;
+      r.set_id(absl::StrCat("req-", i));
+      r.mutable_request()->set_task(v1::TASK_CAPTION);
+      *r.mutable_request()->mutable_image() = Encoded(i % 2 ? "coffee.png" : "astronaut.jpg");
+      *r.mutable_request()->mutable_options() = Opts(1, 3);
+      if (!stream->Write(r)) return;
+    }
+    stream->WritesDone();
+  });
+  std::map<std::string, int> seen;
+  v1::StreamResponse resp;
+  std::vector<v1::StreamResponse> responses;
+  while (stream->Read(&resp)) {
+    ++seen[resp.id()];
+    responses.push_back(resp);
+  }
+  writer.join();
+  ASSERT_TRUE(stream->Finish().ok());
+  ASSERT_EQ(seen.size(), static_cast<size_t>(kRequests));
+  const std::vector<int64_t> astronaut = Alone("astronaut.jpg", engine::Task::kCaption, 1, 3);
+  const std::vector<int64_t> coffee = Alone("coffee.png", engine::Task::kCaption, 1, 3);
+  for (const auto& r : responses) {
+    EXPECT_EQ(seen[r.id()], 1) << r.id();
+    ASSERT_EQ(r.code(), 0) << r.id() << ": " << r.message();
+    const int i = std::stoi(r.id().substr(4));
+    EXPECT_EQ(Ids(r.result()), i % 2 ? coffee : astronaut) << r.id();
+  }
 }
 
 // A BMP file header + BITMAPINFOHEADER claiming `w` x `h` 24-bit pixels,

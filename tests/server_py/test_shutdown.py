@@ -2,14 +2,16 @@
 and exits 0 within its grace period."""
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import threading
 import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .server_harness import Assets
+from .server_harness import Assets, ServerProcess
 
 GRACE_S = 30
 # min = max: the tiny model cannot stop early, so each call decodes exactly this many tokens (~4 s for six
@@ -158,3 +160,32 @@ def test_an_open_health_watch_does_not_delay_exit(start_server, stubs) -> None:
         f"with no call in flight the server exited {exited_after:.1f} s after SIGTERM (grace period "
         f"{grace_s} s): the open health Watch held it; the Watch ended with {watcher.ended} "
         f"{(watcher.ended_at or 0) - sigterm_at:.1f} s after SIGTERM")
+
+
+def test_sigterm_while_the_model_loads_exits_at_once(assets: Assets, tmp_path) -> None:
+    # Kubernetes may stop a pod that is still loading its model (a rollout moving on, a node draining). The
+    # model directory's config.json is a FIFO here, so loading blocks on it until the test ends: the port is
+    # open and health says NOT_SERVING, and SIGTERM must end the process then, exit code 0, not at the
+    # kubelet's SIGKILL.
+    model = tmp_path / "loading-model"
+    model.mkdir()
+    os.mkfifo(model / "config.json")
+    server = ServerProcess(name="sigterm-loading", model=model, workdir=tmp_path)
+    with server.log_path.open("wb") as log:
+        server.proc = subprocess.Popen(server.command(), stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL)
+    try:
+        server.port = server._wait_port_file(tmp_path / "sigterm-loading.port", time.monotonic() + 60)
+        health = health_pb2_grpc.HealthStub(server.channel())
+        status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert server.proc.poll() is None, server.log_tail()
+
+        sigterm_at = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        code = server.proc.wait(timeout=10)
+        assert code == 0, server.log_tail()
+        assert time.monotonic() - sigterm_at < 5
+        assert "SIGTERM received before SERVING: exiting" in server.log_tail(), server.log_tail()
+    finally:
+        server.stop(timeout=5)
