@@ -276,6 +276,10 @@ class SchedulerImpl final : public Scheduler {
     pool_.reset();          // runs the pending closures (OnDone included)
   }
 
+  // A token's length in bytes at most, for the text-length pre-check: the Florence-2 (BART byte-level BPE)
+  // vocabulary's longest token is 128 bytes.
+  static constexpr int kMaxBytesPerToken = 128;
+
   absl::StatusOr<RequestHandle> Submit(Request request, RequestSink* sink) override {
     if (request.tasks.empty() || request.tasks.size() > kMaxTasksPerRequest) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -284,6 +288,15 @@ class SchedulerImpl final : public Scheduler {
     for (size_t i = 0; i < request.tasks.size(); ++i) {
       if (static_cast<size_t>(request.tasks[i].task) >= engine::kTaskSpecs.size()) {
         return absl::InvalidArgumentError(absl::StrCat("tasks[", i, "]: unknown task"));
+      }
+      // Text that cannot fit the prompt is refused before its image is decoded or it is tokenized (which
+      // costs tens of bytes of memory per input byte): no token of the vocabulary is longer than this.
+      const size_t max_text = size_t{kMaxBytesPerToken} * std::max(1, options_.max_prompt_tokens);
+      if (request.tasks[i].text.size() > max_text) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tasks[", i, "]: the text is ", request.tasks[i].text.size(), " bytes; a prompt holds at most ",
+            options_.max_prompt_tokens, " tokens (--max_prompt_tokens), so at most ", max_text,
+            " bytes of text are accepted; shorten the text"));
       }
     }
     FLORENCE_ASSIGN_OR_RETURN(
@@ -476,7 +489,8 @@ class SchedulerImpl final : public Scheduler {
     // A request cancelled or expired while it waited for a worker costs no decoding: under overload the
     // workers' backlog is where dead requests pile up.
     absl::Status st = Abandoned(*job);
-    if (st.ok()) st = PrepareInputs(*job);
+    // No exception (std::bad_alloc from a hostile image, say) may leave a worker thread.
+    if (st.ok()) st = GuardTorch("preparing the request", [&] { return PrepareInputs(*job); });
     if (st.ok()) st = Abandoned(*job);
     job->prepare_ms = MsBetween(start, absl::Now());
     if (!st.ok()) {
@@ -505,7 +519,10 @@ class SchedulerImpl final : public Scheduler {
         work_cv_.Signal();
       }
     }
-    if (!st.ok()) Complete(job, st);
+    if (!st.ok()) {
+      PublishQueueDepth();
+      Complete(job, st);
+    }
   }
 
   static absl::Status Abandoned(const Job& job) {

@@ -169,14 +169,14 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  static SignalState signal_state;  // outlives the detached thread
+  static SignalState& signal_state = *new SignalState;  // never destroyed: the detached thread may use it at exit
   std::thread([signals] {
     int sig = 0;
     sigwait(&signals, &sig);
     absl::MutexLock lock(&signal_state.mu);
     if (!signal_state.serving) {
       spdlog::info("{} received before SERVING: exiting", SignalName(sig));
-      spdlog::shutdown();  // flushes the log
+      spdlog::default_logger()->flush();
       std::_Exit(0);
     }
     signal_state.received = sig;
@@ -262,15 +262,14 @@ int main(int argc, char** argv) {
   spdlog::info("malloc {}; huge pages for tensors {} (kernel THP mode {}), {} MiB on huge pages",
                florence::engine::MallocName(), huge_pages ? "on" : "off",
                florence::engine::TransparentHugePageMode(), florence::engine::AnonHugePageBytes() >> 20);
-  (*server)->Attach(scheduler->get());
   if (absl::GetFlag(FLAGS_warmup)) {
     const absl::Time t = absl::Now();
-    if (absl::Status st = (*scheduler)->Warmup(); !st.ok()) {
-      (*server)->Shutdown(absl::Now());  // before the scheduler it calls into goes
-      return Fail("warm-up", st);
-    }
+    if (absl::Status st = (*scheduler)->Warmup(); !st.ok()) return Fail("warm-up", st);
     spdlog::info("warm-up done in {:.1f} s", absl::ToDoubleSeconds(absl::Now() - t));
   }
+  // Calls reach the scheduler only from here on (before: UNAVAILABLE "model is still loading"), so a
+  // signal before SERVING has nothing accepted to drain.
+  (*server)->Attach(scheduler->get());
   {
     absl::MutexLock lock(&signal_state.mu);
     signal_state.serving = true;

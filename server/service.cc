@@ -175,21 +175,25 @@ class WriteQueue {
   explicit WriteQueue(Reactor* reactor) : reactor_(reactor) {}
 
   void Push(Message message) ABSL_LOCKS_EXCLUDED(mu_) {
+    Next next;
     {
       absl::MutexLock lock(&mu_);
       if (broken_) return;
       pending_.push_back(std::move(message));
+      next = NextLocked();
     }
-    Pump();
+    Run(next);
   }
   // The producer is done: Finish with `status` once everything is written.
   void Close(grpc::Status status) ABSL_LOCKS_EXCLUDED(mu_) {
+    Next next;
     {
       absl::MutexLock lock(&mu_);
       closed_ = true;
       status_ = std::move(status);
+      next = NextLocked();
     }
-    Pump();
+    if (next.action != Next::kNothing) Run(next);  // last
   }
   // Messages queued or being written.
   int backlog() ABSL_LOCKS_EXCLUDED(mu_) {
@@ -199,6 +203,7 @@ class WriteQueue {
   // From the reactor's OnWriteDone. Returns false when the stream broke (the
   // client went away): the caller should cancel its work.
   bool WriteDone(bool ok) ABSL_LOCKS_EXCLUDED(mu_) {
+    Next next;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
@@ -206,31 +211,38 @@ class WriteQueue {
         broken_ = true;
         pending_.clear();
       }
+      next = NextLocked();
     }
-    Pump();
+    Run(next);
     return ok;
   }
 
  private:
-  void Pump() ABSL_LOCKS_EXCLUDED(mu_) {
+  // What the caller does once it has released the lock. The decision and its claim (writing_ / finished_) are
+  // one critical section: a caller outside a reaction (a scheduler thread) touches nothing after unlocking
+  // unless it holds that claim, because another thread's Finish may let gRPC delete the reactor at any moment.
+  struct Next {
     enum { kNothing, kWrite, kFinish } action = kNothing;
     grpc::Status status;
-    {
-      absl::MutexLock lock(&mu_);
-      if (writing_ || finished_) return;
-      if (!pending_.empty()) {
-        current_ = std::move(pending_.front());
-        pending_.pop_front();
-        writing_ = true;
-        action = kWrite;
-      } else if (closed_) {
-        finished_ = true;
-        status = status_;
-        action = kFinish;
-      }
+  };
+  Next NextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Next next;
+    if (writing_ || finished_) return next;
+    if (!pending_.empty()) {
+      current_ = std::move(pending_.front());
+      pending_.pop_front();
+      writing_ = true;
+      next.action = Next::kWrite;
+    } else if (closed_) {
+      finished_ = true;
+      next.status = status_;
+      next.action = Next::kFinish;
     }
-    if (action == kWrite) reactor_->StartWrite(&current_);
-    if (action == kFinish) reactor_->Finish(status);  // last: may delete the reactor
+    return next;
+  }
+  void Run(const Next& next) {
+    if (next.action == Next::kWrite) reactor_->StartWrite(&current_);
+    if (next.action == Next::kFinish) reactor_->Finish(next.status);  // last: may delete the reactor
   }
 
   Reactor* const reactor_;
@@ -372,7 +384,8 @@ class StreamCall final : public grpc::ServerBidiReactor<v1::StreamRequest, v1::S
   }
 
   void OnWriteDone(bool ok) override {
-    if (!writes_.WriteDone(ok)) CancelAll();
+    if (!ok) CancelAll();  // first: a close racing with this one then records CANCELLED, not OK
+    writes_.WriteDone(ok);
     bool read = false;
     {
       absl::MutexLock lock(&mu_);

@@ -214,6 +214,14 @@ absl::Status ReadSamples(TIFF* tif, const Source& src, const Layout& l,
         (size_t{tw} * per_plane * l.bits) % 8 != 0) {
       return Invalid(src, "bad tile geometry");
     }
+    // The header sets the tile size and libtiff bounds it by nothing: a few hundred bytes could ask for a
+    // terabyte. A tile is never larger than a whole plane of the image (or a few MiB for small images).
+    const size_t plane_bytes = *row_bytes * l.height;
+    constexpr size_t kSmallImageTileBytes = size_t{4} << 20;
+    if (static_cast<size_t>(tile_size) > std::max(plane_bytes, kSmallImageTileBytes)) {
+      return Invalid(src, absl::StrFormat("a tile of %u x %u (%d bytes) is larger than a %u x %u image needs",
+                                          tw, th, static_cast<int64_t>(tile_size), l.width, l.height));
+    }
     std::vector<uint8_t> tile(static_cast<size_t>(tile_size));
     for (int s = 0; s < plane_count; ++s) {
       for (uint32_t ty = 0; ty < l.height; ty += th) {

@@ -474,6 +474,12 @@ TEST_F(SchedulerTest, BadInputsFailAloneWithClearMessages) {
   too_long.max_new_tokens = 1 << 20;
   EXPECT_THAT(scheduler->Submit(std::move(too_long), &never).status().message(),
               HasSubstr("max_new_tokens"));
+  // Text no prompt could hold (the default 256 tokens x 128 bytes): refused before decoding or tokenizing.
+  Request huge_text = base();
+  huge_text.tasks[0] = {Task::kPhraseGrounding, std::string(32 * 1024 + 1, 'a'), std::nullopt};
+  absl::StatusOr<RequestHandle> refused_text = scheduler->Submit(std::move(huge_text), &never);
+  EXPECT_EQ(refused_text.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused_text.status().message(), HasSubstr("32768 bytes of text"));
   EXPECT_EQ(never.done_calls(), 0);
 }
 

@@ -4,11 +4,13 @@
 #include "engine/image/decode.h"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cstdint>
 #include <cstdio>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -157,6 +159,42 @@ TEST(ImageDecodeTest, RejectsBrokenInputs) {
     EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(absl::AsciiStrToLower(image.status().message()),
                 HasSubstr(v.message));
+  }
+}
+
+// A little-endian TIFF of `width` x `height` 8-bit grey pixels in one tile of `tile` x `tile`, whose single
+// byte of data stands for the whole tile: the header alone decides the tile buffer's size.
+std::string TiledTiff(uint32_t width, uint32_t height, uint32_t tile) {
+  std::string s = {'I', 'I', 42, 0, 8, 0, 0, 0};
+  auto le = [&](uint32_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  };
+  constexpr uint16_t kShort = 3, kLong = 4;
+  const std::vector<std::array<uint32_t, 3>> entries = {
+      {256, kLong, width}, {257, kLong, height}, {258, kShort, 8},    {259, kShort, 1}, {262, kShort, 1},
+      {277, kShort, 1},    {322, kLong, tile},   {323, kLong, tile},  {324, kLong, 0},  {325, kLong, 1}};
+  const uint32_t data_offset = 8 + 2 + 12 * static_cast<uint32_t>(entries.size()) + 4;
+  le(static_cast<uint32_t>(entries.size()), 2);
+  for (const auto& [tag, type, value] : entries) {
+    le(tag, 2);
+    le(type, 2);
+    le(1, 4);
+    le(tag == 324 ? data_offset : value, 4);  // a SHORT sits in the low bytes of the value field
+  }
+  le(0, 4);  // no next IFD
+  s.push_back('\x80');
+  return s;
+}
+
+// A tiny tiled TIFF whose tiles claim a terabyte (2^20 x 2^20 bytes) is refused from its header, before any tile
+// buffer exists; so is one whose tile merely dwarfs its 1x1 image (2^13 x 2^13 = 64 MiB).
+TEST(ImageDecodeTest, RefusesTilesLargerThanTheImage) {
+  for (uint32_t tile : {uint32_t{1} << 20, uint32_t{1} << 13}) {
+    SCOPED_TRACE(tile);
+    absl::StatusOr<RgbImage> image = DecodeImage(TiledTiff(1, 1, tile));
+    ASSERT_FALSE(image.ok());
+    EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument) << image.status();
+    EXPECT_THAT(image.status().message(), HasSubstr("larger than a 1 x 1 image needs")) << image.status();
   }
 }
 
